@@ -1,0 +1,141 @@
+"""The tutorial's model, Embedding(V, E) -> LSTM(H) -> Dense(1, sigmoid), with a Keras-like API."""
+import json
+import zipfile
+
+import numpy as np
+
+from .errors import NumpyLSTMError
+from .fileio import atomic_path
+from .layers import LSTM, Dense, Embedding, sigmoid
+from .losses import binary_crossentropy
+
+WEIGHT_NAMES = (
+    "embedding/embeddings",
+    "lstm/kernel",
+    "lstm/recurrent_kernel",
+    "lstm/bias",
+    "dense/kernel",
+    "dense/bias",
+)
+
+
+class SentimentLSTM:
+    """Binary classifier of id sequences: ids (B, T) -> P(positive) (B,).
+
+    Weights, in Keras Sequential order (`get_weights()`): embeddings (V, E), kernel (E, 4H),
+    recurrent_kernel (H, 4H), bias (4H,), dense_kernel (H, 1), dense_bias (1,). A Keras model
+    of the same architecture loads unchanged with `set_weights(keras_model.get_weights())`.
+
+    mask_zero: treat id 0 as padding (Keras `Embedding(mask_zero=True)`): padded steps leave the
+    LSTM state unchanged. The tutorial runs without it, as Keras's default does.
+    dtype: float32 (default, as Keras's floatx) or float64 (for gradient checks).
+    seed: an int or an np.random.Generator; all randomness comes from it.
+    """
+
+    def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False,
+                 dtype="float32", seed=None):
+        for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("units", units)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise NumpyLSTMError(f"{name} must be a positive integer, got {value!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.config = {
+            "vocab_size": int(vocab_size), "embed_dim": int(embed_dim), "units": int(units),
+            "mask_zero": bool(mask_zero), "dtype": dtype.name,
+        }
+        self.embedding = Embedding(vocab_size, embed_dim, rng, dtype)
+        self.lstm = LSTM(embed_dim, units, rng, dtype=dtype)
+        self.dense = Dense(units, 1, rng, dtype)
+
+    @property
+    def weights(self):
+        """The live weight arrays, in `get_weights()` order (optimizers update them in place)."""
+        return self.embedding.weights + self.lstm.weights + self.dense.weights
+
+    def get_weights(self):
+        """Copies of the weights: [embeddings, kernel, recurrent_kernel, bias, dense_kernel, dense_bias]."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        """Load weights given in `get_weights()` order (for example a Keras model's)."""
+        weights = list(weights)
+        if len(weights) != len(WEIGHT_NAMES):
+            raise NumpyLSTMError(f"expected {len(WEIGHT_NAMES)} weight arrays, got {len(weights)}")
+        for name, target, value in zip(WEIGHT_NAMES, self.weights, weights):
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise NumpyLSTMError(f"weight {name} has shape {value.shape}, the model expects {target.shape}")
+            target[...] = value
+
+    def _check_ids(self, ids):
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+            raise NumpyLSTMError(f"ids must be a 2-D integer array (batch, time), got {ids.dtype} {ids.shape}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.config["vocab_size"]):
+            raise NumpyLSTMError(f"ids must lie in [0, {self.config['vocab_size']}), "
+                                 f"got values in [{ids.min()}, {ids.max()}]")
+        if self.config["mask_zero"] and ids.shape[1] > 1:
+            # Leading columns that are padding in every row leave the masked state at zero, so
+            # dropping them changes nothing but the time spent (the "padding tax").
+            nonpad = np.flatnonzero((ids != 0).any(axis=0))
+            start = nonpad[0] if nonpad.size else ids.shape[1] - 1
+            ids = ids[:, start:]
+        return ids
+
+    def forward(self, ids):
+        """ids (B, T) -> (logits (B,), cache)."""
+        ids = self._check_ids(ids)
+        x, emb_cache = self.embedding.forward(ids)
+        mask = ids != 0 if self.config["mask_zero"] else None
+        h, lstm_cache = self.lstm.forward(x, mask=mask)
+        logits, dense_cache = self.dense.forward(h)
+        return logits[:, 0], (emb_cache, lstm_cache, dense_cache)
+
+    def backward(self, dlogits, cache):
+        """dlogits (B,) -> gradients in `get_weights()` order."""
+        emb_cache, lstm_cache, dense_cache = cache
+        dh, dense_grads = self.dense.backward(dlogits[:, None], dense_cache)
+        dx, _, lstm_grads = self.lstm.backward(dh, lstm_cache)
+        return self.embedding.backward(dx, emb_cache) + lstm_grads + dense_grads
+
+    def gradients(self, ids, labels):
+        """Mean binary cross-entropy on a batch and its gradients: (loss, grads)."""
+        logits, cache = self.forward(ids)
+        loss, dlogits = binary_crossentropy(logits, labels)
+        return loss, self.backward(dlogits, cache)
+
+    def predict(self, ids, batch_size=256):
+        """Probabilities of the positive class (B,), computed batch_size rows at a time."""
+        ids = np.asarray(ids)
+        if len(ids) == 0:
+            return np.zeros(0, self.weights[0].dtype)
+        return np.concatenate([sigmoid(self.forward(ids[i:i + batch_size])[0])
+                               for i in range(0, len(ids), batch_size)])
+
+    def save(self, path):
+        """Write config and weights to an .npz file atomically (no pickle inside)."""
+        arrays = dict(zip(WEIGHT_NAMES, self.weights))
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, config=np.array(json.dumps(self.config)), **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by `save`; a missing, truncated or mismatched file is a NumpyLSTMError."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                config = json.loads(str(data["config"]))
+                arrays = [data[name] for name in WEIGHT_NAMES]
+        except FileNotFoundError:
+            raise NumpyLSTMError(f"no model file at {path}") from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise NumpyLSTMError(f"{path} is not a readable numpy-lstm model file "
+                                 f"(truncated or corrupt?): {type(e).__name__}") from None
+        try:
+            model = cls(**config)
+        except TypeError as e:
+            raise NumpyLSTMError(f"{path} holds an unknown model config: {e}") from None
+        model.set_weights(arrays)
+        return model
