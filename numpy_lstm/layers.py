@@ -194,3 +194,68 @@ class LSTM:
         dbias = dz_flat.sum(axis=0)
         dx = (dz_flat @ self.kernel.T).reshape(T, B, -1).transpose(1, 0, 2)
         return dx, (dh_next, dc_next), [dkernel, drecurrent, dbias]
+
+
+class Dropout:
+    """Inverted dropout: zero each unit with probability `rate`, scale the rest by 1 / (1 - rate).
+
+    `shared_axis` repeats one mask along that axis; on (B, T, E) inputs with shared_axis=1 every
+    time step of a sequence loses the same features, as Keras's LSTM(dropout=...) does. Active
+    only when forward gets an rng (training); otherwise the identity.
+    """
+
+    def __init__(self, rate, shared_axis=None):
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.shared_axis = shared_axis
+
+    def forward(self, x, rng=None):
+        """x (any shape) -> (out, cache); cache is the scaled mask, or None when inactive."""
+        if rng is None or self.rate == 0.0:
+            return x, None
+        shape = list(x.shape)
+        if self.shared_axis is not None:
+            shape[self.shared_axis] = 1
+        keep = (rng.random(shape) >= self.rate).astype(x.dtype) / x.dtype.type(1.0 - self.rate)
+        return x * keep, keep
+
+    def backward(self, dout, keep):
+        """dout like x -> dx."""
+        return dout if keep is None else dout * keep
+
+
+class TimePooling:
+    """Summarise a sequence of states (B, T, H) as one vector (B, H), over unmasked steps only.
+
+    mode "mean": the average of the states; "max": the largest value of each unit. A row with
+    no unmasked step gives zeros. ("last" needs no layer: it is LSTM(return_sequences=False).)
+    """
+
+    def __init__(self, mode):
+        if mode not in ("mean", "max"):
+            raise ValueError(f"pooling mode must be 'mean' or 'max', got {mode!r}")
+        self.mode = mode
+
+    def forward(self, h, mask=None):
+        """h (B, T, H), mask bool (B, T) or None -> (out (B, H), cache)."""
+        B, T, H = h.shape
+        m = np.ones((B, T, 1), bool) if mask is None else mask[:, :, None]
+        if self.mode == "mean":
+            count = np.maximum(m.sum(axis=1), 1).astype(h.dtype)           # (B, 1)
+            return np.where(m, h, 0).sum(axis=1) / count, (m, count)
+        masked = np.where(m, h, -np.inf)
+        arg = masked.argmax(axis=1)                                         # (B, H)
+        out = np.take_along_axis(h, arg[:, None, :], axis=1)[:, 0]
+        out = np.where(m.any(axis=1), out, 0)
+        return out, (m, arg, T)
+
+    def backward(self, dout, cache):
+        """dout (B, H) -> dh (B, T, H): spread evenly (mean) or routed to each maximum (max)."""
+        if self.mode == "mean":
+            m, count = cache
+            return np.where(m, (dout / count)[:, None, :], 0)
+        m, arg, T = cache
+        dh = np.zeros((dout.shape[0], T, dout.shape[1]), dout.dtype)
+        np.put_along_axis(dh, arg[:, None, :], np.where(m.any(axis=1), dout, 0)[:, None, :], axis=1)
+        return dh

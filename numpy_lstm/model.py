@@ -6,7 +6,7 @@ import numpy as np
 
 from .errors import NumpyLSTMError
 from .fileio import atomic_path
-from .layers import LSTM, Dense, Embedding, sigmoid
+from .layers import LSTM, Dense, Dropout, Embedding, TimePooling, sigmoid
 from .losses import binary_crossentropy
 
 WEIGHT_NAMES = (
@@ -26,27 +26,38 @@ class SentimentLSTM:
     recurrent_kernel (H, 4H), bias (4H,), dense_kernel (H, 1), dense_bias (1,). A Keras model
     of the same architecture loads unchanged with `set_weights(keras_model.get_weights())`.
 
+    pooling: what the Dense layer sees: "last" (the tutorial: the final state h_T), or the
+    "mean" or "max" of the states over the unmasked steps.
     mask_zero: treat id 0 as padding (Keras `Embedding(mask_zero=True)`): padded steps leave the
     LSTM state unchanged. The tutorial runs without it, as Keras's default does.
+    dropout: rate of Keras's LSTM(dropout=...): the LSTM's input features are dropped with one
+    mask per sequence, shared by all its time steps; active only in training (`rng` given).
     dtype: float32 (default, as Keras's floatx) or float64 (for gradient checks).
     seed: an int or an np.random.Generator; all randomness comes from it.
     """
 
-    def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False,
-                 dtype="float32", seed=None):
+    def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
+                 pooling="last", dtype="float32", seed=None):
         for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("units", units)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise NumpyLSTMError(f"{name} must be a positive integer, got {value!r}")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
+        if not 0.0 <= dropout < 1.0:
+            raise NumpyLSTMError(f"dropout must be in [0, 1), got {dropout!r}")
+        if pooling not in ("last", "mean", "max"):
+            raise NumpyLSTMError(f"pooling must be last, mean or max, got {pooling!r}")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.config = {
             "vocab_size": int(vocab_size), "embed_dim": int(embed_dim), "units": int(units),
-            "mask_zero": bool(mask_zero), "dtype": dtype.name,
+            "mask_zero": bool(mask_zero), "dropout": float(dropout), "pooling": pooling,
+            "dtype": dtype.name,
         }
         self.embedding = Embedding(vocab_size, embed_dim, rng, dtype)
-        self.lstm = LSTM(embed_dim, units, rng, dtype=dtype)
+        self.input_dropout = Dropout(dropout, shared_axis=1)
+        self.lstm = LSTM(embed_dim, units, rng, return_sequences=pooling != "last", dtype=dtype)
+        self.pooling = None if pooling == "last" else TimePooling(pooling)
         self.dense = Dense(units, 1, rng, dtype)
 
     @property
@@ -84,25 +95,35 @@ class SentimentLSTM:
             ids = ids[:, start:]
         return ids
 
-    def forward(self, ids):
-        """ids (B, T) -> (logits (B,), cache)."""
+    def forward(self, ids, rng=None):
+        """ids (B, T) -> (logits (B,), cache). With an rng (training), dropout is active."""
         ids = self._check_ids(ids)
         x, emb_cache = self.embedding.forward(ids)
+        x, drop_cache = self.input_dropout.forward(x, rng)
         mask = ids != 0 if self.config["mask_zero"] else None
         h, lstm_cache = self.lstm.forward(x, mask=mask)
+        pool_cache = None
+        if self.pooling is not None:
+            h, pool_cache = self.pooling.forward(h, mask)
         logits, dense_cache = self.dense.forward(h)
-        return logits[:, 0], (emb_cache, lstm_cache, dense_cache)
+        return logits[:, 0], (emb_cache, drop_cache, lstm_cache, pool_cache, dense_cache)
 
     def backward(self, dlogits, cache):
         """dlogits (B,) -> gradients in `get_weights()` order."""
-        emb_cache, lstm_cache, dense_cache = cache
+        emb_cache, drop_cache, lstm_cache, pool_cache, dense_cache = cache
         dh, dense_grads = self.dense.backward(dlogits[:, None], dense_cache)
+        if self.pooling is not None:
+            dh = self.pooling.backward(dh, pool_cache)
         dx, _, lstm_grads = self.lstm.backward(dh, lstm_cache)
+        dx = self.input_dropout.backward(dx, drop_cache)
         return self.embedding.backward(dx, emb_cache) + lstm_grads + dense_grads
 
-    def gradients(self, ids, labels):
-        """Mean binary cross-entropy on a batch and its gradients: (loss, grads)."""
-        logits, cache = self.forward(ids)
+    def gradients(self, ids, labels, rng=None):
+        """Mean binary cross-entropy on a batch and its gradients: (loss, grads).
+
+        Pass the training rng to apply dropout; without it the pass is deterministic.
+        """
+        logits, cache = self.forward(ids, rng)
         loss, dlogits = binary_crossentropy(logits, labels)
         return loss, self.backward(dlogits, cache)
 

@@ -195,3 +195,24 @@ def test_pre_padded_batch_equals_unpadded_sequences():
         total = [a + g for a, g in zip(total, grads_b)]
     for g, expected in zip(grads, total):
         np.testing.assert_allclose(g, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["mean", "max"])
+def test_time_pooling_matches_reference_and_gradients(mode):
+    from numpy_lstm.layers import TimePooling
+    rng = np.random.default_rng(7)
+    B, T, H = 4, 6, 3
+    h = rng.normal(size=(B, T, H))
+    mask = rng.random((B, T)) > 0.4
+    mask[0] = True
+    mask[1] = False  # a row with nothing unmasked pools to zeros
+    pool = TimePooling(mode)
+    out, cache = pool.forward(h, mask)
+    reduce = np.mean if mode == "mean" else np.max
+    for b in range(B):
+        expected = reduce(h[b, mask[b]], axis=0) if mask[b].any() else np.zeros(H)
+        np.testing.assert_allclose(out[b], expected, rtol=1e-12)
+    dout = rng.normal(size=out.shape)
+    dh = pool.backward(dout, cache)
+    assert not dh[~mask].any()  # masked steps get no gradient
+    assert check_gradient(lambda: pool.forward(h, mask)[0], h, dout, dh) < TOL

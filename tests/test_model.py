@@ -136,3 +136,43 @@ def test_load_errors_are_one_line(tmp_path):
     np.savez(mismatched, **arrays)
     with pytest.raises(NumpyLSTMError, match="lstm/kernel"):
         SentimentLSTM.load(mismatched)
+
+
+def test_dropout_gradients_and_inference():
+    model = SentimentLSTM(vocab_size=7, embed_dim=3, units=4, dropout=0.4, dtype="float64", seed=0)
+    ids = np.array([[1, 2, 3, 4], [5, 6, 1, 2]])
+    labels = np.array([1, 0])
+    # The same rng state each call gives the same dropout masks, so the loss is a fixed function.
+    state = np.random.default_rng(7).bit_generator.state
+
+    def loss_and_grads():
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state
+        return model.gradients(ids, labels, rng=rng)
+
+    loss, grads = loss_and_grads()
+    f = lambda: np.array(loss_and_grads()[0])  # noqa: E731
+    errors = [check_gradient(f, w, np.array(1.0), g) for w, g in zip(model.weights, grads)]
+    assert max(errors) < 1e-6, errors
+    assert loss != model.gradients(ids, labels)[0]  # dropout changed the training loss
+    np.testing.assert_array_equal(model.predict(ids), model.predict(ids))  # and not inference
+
+
+def test_dropout_mask_is_shared_across_time():
+    from numpy_lstm.layers import Dropout
+    out, keep = Dropout(0.5, shared_axis=1).forward(np.ones((4, 6, 5)), np.random.default_rng(0))
+    assert keep.shape == (4, 1, 5)
+    assert (out == out[:, :1]).all() and set(np.unique(out)) == {0.0, 2.0}
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max"])
+def test_model_gradients_with_pooling(pooling):
+    model = SentimentLSTM(vocab_size=7, embed_dim=3, units=4, mask_zero=True, pooling=pooling,
+                          dtype="float64", seed=0)
+    model.lstm.bias[:] = np.random.default_rng(1).normal(size=model.lstm.bias.shape)
+    ids = np.array([[0, 0, 3, 1, 6], [2, 5, 5, 1, 4], [0, 0, 0, 0, 2]])
+    labels = np.array([1, 0, 1])
+    _, grads = model.gradients(ids, labels)
+    f = lambda: np.array(model.gradients(ids, labels)[0])  # noqa: E731
+    errors = [check_gradient(f, w, np.array(1.0), g) for w, g in zip(model.weights, grads)]
+    assert max(errors) < 1e-6, errors

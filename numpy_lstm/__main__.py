@@ -1,0 +1,6 @@
+"""`python -m numpy_lstm ...` is `numpy-lstm ...`."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""`numpy-lstm`: train, predict and evaluate from the command line.
+
+Errors the user can fix (a bad path, a nonsense flag, a broken run directory) print one line
+and exit with status 2; Ctrl-C exits with 130 and says how to resume.
+"""
+import argparse
+import datetime
+import os
+import sys
+
+from .errors import NumpyLSTMError
+from .train import RECIPES, RunDir, TrainConfig, encode, evaluate, fit, load_test_set, recipe_config
+
+DEFAULTS = TrainConfig()
+
+
+def add_train_parser(subparsers):
+    p = subparsers.add_parser(
+        "train", help="train a model (the tutorial's experiment) into a run directory",
+        description="Train the Embedding -> LSTM -> Dense(sigmoid) sentiment model on IMDB reviews. "
+                    "A recipe sets every default; any flag below overrides it.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="tuned",
+                   help="tutorial: the Keras tutorial as written; tuned: our best recipe on the same "
+                        "1,000 reviews (see README)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint (its own settings are used)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<timestamp>)")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    data = p.add_argument_group("data")
+    data.add_argument("--data", metavar="PATH",
+                      help="aclImdb folder or .tar.gz (default: $NUMPY_LSTM_DATA, then the download cache)")
+    data.add_argument("--per-class", type=int, metavar="N",
+                      help=f"first N positive and N negative training reviews (tutorial: {DEFAULTS.per_class})")
+    data.add_argument("--val-split", type=float, metavar="F", help="held-out fraction (tutorial: 0.2)")
+    data.add_argument("--keep-negations", action=argparse.BooleanOptionalAction, default=None,
+                      help="keep not/no/nor and n't words, which the stopword list removes")
+    data.add_argument("--vocab-size", type=int, metavar="N",
+                      help="vocabulary size, counting the padding and out-of-vocabulary ids (tutorial: 500)")
+    data.add_argument("--maxlen", type=int, metavar="N", help="pad or truncate reviews to N tokens (tutorial: 500)")
+    data.add_argument("--test-limit", type=int, metavar="N",
+                      help="evaluate on a seeded, balanced subset of N official test reviews (default: all)")
+    model = p.add_argument_group("model")
+    model.add_argument("--embed-dim", type=int, metavar="N", help="embedding width (tutorial: 32)")
+    model.add_argument("--units", type=int, metavar="N", help="LSTM units (tutorial: 100)")
+    model.add_argument("--mask", action=argparse.BooleanOptionalAction, default=None,
+                       help="mask padding and bucket batches by length (tutorial: off)")
+    model.add_argument("--dropout", type=float, metavar="RATE", help="LSTM input dropout (tutorial: 0)")
+    model.add_argument("--pooling", choices=("last", "mean", "max"),
+                       help="what the output layer reads: the last LSTM state, or the mean / max over "
+                            "time (tutorial: last)")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, metavar="N", help="epochs (tutorial: 10)")
+    opt.add_argument("--batch-size", type=int, metavar="N", help="batch size (tutorial: 64)")
+    opt.add_argument("--lr", type=float, metavar="LR", help="Adam learning rate (tutorial: 0.001)")
+    opt.add_argument("--clipnorm", type=float, metavar="NORM", help="clip gradients to this global norm")
+    opt.add_argument("--patience", type=int, metavar="N",
+                     help="stop after N epochs without a better held-out loss and keep the best epoch")
+    opt.add_argument("--seed", type=int, metavar="N", help="seed of the split, the initialisation and "
+                                                           "the shuffling (default: 0)")
+
+
+def cmd_train(args):
+    if args.resume:
+        return fit(None, args.resume, resume=True, quiet=args.quiet)
+    overrides = {name: getattr(args, name) for name in (
+        "data", "per_class", "val_split", "keep_negations", "vocab_size", "maxlen", "test_limit",
+        "embed_dim", "units", "mask", "dropout", "pooling", "epochs", "batch_size", "lr", "clipnorm",
+        "patience", "seed")}
+    config = recipe_config(args.recipe, **overrides)
+    args.out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    return fit(config, args.out, quiet=args.quiet)
+
+
+def read_texts(texts):
+    if texts:
+        return texts
+    if sys.stdin.isatty():
+        raise NumpyLSTMError("give review texts as arguments, or one review per line on standard input")
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def cmd_predict(args):
+    model, vocab, config = RunDir(args.run_dir).load_model()
+    texts = read_texts(args.texts)
+    probabilities = model.predict(encode(texts, vocab, config))
+    for text, p in zip(texts, probabilities):
+        label = "positive" if p > 0.5 else "negative"
+        snippet = text if len(text) <= 60 else text[:57] + "..."
+        print(f"{p:.4f}\t{label}\t{snippet}")
+
+
+def cmd_evaluate(args):
+    model, vocab, config = RunDir(args.run_dir).load_model()
+    if args.data:
+        config.data = args.data
+    if args.limit is not None:
+        config.test_limit = args.limit
+    test = load_test_set(config.validate(), vocab)
+    if test is None:
+        raise NumpyLSTMError("the data has no official test split (aclImdb/test)")
+    loss, accuracy = evaluate(model, *test)
+    print(f"test accuracy {accuracy:.4f}  loss {loss:.4f}  ({len(test[1])} reviews)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="numpy-lstm", description="An LSTM sentiment classifier for IMDB reviews, by hand on NumPy.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(subparsers)
+    p = subparsers.add_parser("predict", help="print P(positive) and a label for each review text")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="review texts (default: lines on standard input)")
+    p = subparsers.add_parser("evaluate", help="accuracy of a trained run on the official test set")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", metavar="PATH", help="dataset to evaluate on (default: the run's)")
+    p.add_argument("--limit", type=int, metavar="N", help="a seeded, balanced subset of N test reviews")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            cmd_train(args)
+        elif args.command == "predict":
+            cmd_predict(args)
+        else:
+            cmd_evaluate(args)
+    except NumpyLSTMError as e:
+        print(f"numpy-lstm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        where = getattr(args, "resume", None) or getattr(args, "out", None) or "RUN_DIR"
+        print(f"\nnumpy-lstm: interrupted; continue with: numpy-lstm train --resume {where}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

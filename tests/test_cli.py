@@ -1,0 +1,207 @@
+"""`numpy-lstm` end to end on a small synthetic aclImdb tree: train, resume, predict, evaluate, errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from numpy_lstm.cli import main
+
+GOOD = "great wonderful superb loved brilliant enjoyable masterpiece touching".split()
+BAD = "awful boring terrible hated dull waste worst mess".split()
+FILLER = "movie film plot actor scene story director camera music ending character script".split()
+TINY = ["--per-class", "40", "--vocab-size", "60", "--maxlen", "20", "--embed-dim", "8",
+        "--units", "8", "--batch-size", "16", "--quiet"]
+
+
+def write_tree(root, per_class, seed=0):
+    """aclImdb/{train,test}/{pos,neg}/ID_RATING.txt with reviews a small LSTM can tell apart."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for label, words, ratings in (("pos", GOOD, (7, 10)), ("neg", BAD, (1, 4))):
+            folder = root / "aclImdb" / split / label
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                n = rng.integers(5, 25)
+                tokens = list(rng.choice(FILLER, n)) + list(rng.choice(words, 2))
+                rng.shuffle(tokens)
+                rating = rng.integers(ratings[0], ratings[1] + 1)
+                (folder / f"{i}_{rating}.txt").write_text("The " + " ".join(tokens) + ".<br /><br />Yes!")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_tree(tmp_path_factory.mktemp("imdb"), per_class=60)
+
+
+def run_cli(*args, env_extra=None):
+    """The real command in a subprocess: (exit code, stdout, stderr)."""
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.run([sys.executable, "-m", "numpy_lstm", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def weights_of(path):
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_train_writes_a_complete_run_then_predict_and_evaluate(tree, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "3", "--seed", "1", *TINY]) == 0
+    for name in ("config.json", "vocab.json", "checkpoint.npz", "model.npz", "history.csv", "metrics.json"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("val_accuracy", "test_accuracy", "test_n", "train_seconds", "seed", "recipe"):
+        assert key in metrics
+    assert metrics["test_n"] == 120 and metrics["seed"] == 1 and metrics["recipe"] == "tuned"
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 1 + metrics["epochs_run"]
+    code, stdout, _ = run_cli("predict", out, "a wonderful superb film", "an awful boring mess")
+    assert code == 0
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 2 and all(0.0 <= float(line.split("\t")[0]) <= 1.0 for line in lines)
+    code, stdout, _ = run_cli("evaluate", out, "--data", tree)
+    assert code == 0 and "test accuracy" in stdout and "(120 reviews)" in stdout
+
+
+def test_the_task_is_learned(tree, tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--data", str(tree), "--out", str(out), "--epochs", "25", "--lr", "0.01", *TINY])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9, metrics
+
+
+def test_predict_reads_stdin(tree, tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", *TINY])
+    proc = subprocess.run([sys.executable, "-m", "numpy_lstm", "predict", str(out)], input="great\n\nawful\n",
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 2
+
+
+def test_same_seed_same_numbers(tree, tmp_path):
+    metrics = []
+    for name in ("a", "b"):
+        main(["train", "--data", str(tree), "--out", str(tmp_path / name), "--epochs", "2", "--seed", "5", *TINY])
+        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        metrics.append({k: v for k, v in m.items() if not k.endswith("seconds")})
+    assert metrics[0] == metrics[1]
+    a, b = weights_of(tmp_path / "a" / "model.npz"), weights_of(tmp_path / "b" / "model.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a if k != "config")
+
+
+def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tree, tmp_path):
+    args = ["train", "--data", tree, "--epochs", "8", "--seed", "3", "--patience", "100", *TINY]
+    straight = tmp_path / "straight"
+    assert run_cli(*args, "--out", straight)[0] == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "numpy_lstm", *map(str, args), "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint.npz").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    code, _, err = run_cli("train", "--resume", killed)
+    assert code == 0, err
+    a, b = weights_of(straight / "model.npz"), weights_of(killed / "model.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a if k != "config")
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (straight, killed))
+    assert {k: v for k, v in ma.items() if not k.endswith("seconds")} == \
+        {k: v for k, v in mb.items() if not k.endswith("seconds")}
+    assert (straight / "history.csv").read_text() == (killed / "history.csv").read_text()
+
+
+def test_ctrl_c_says_how_to_resume(tree, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "numpy_lstm", "train", "--data", str(tree), "--out", str(out),
+                             "--epochs", "200", *TINY], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoint.npz").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert f"--resume {out}" in err and "Traceback" not in err
+
+
+def test_diverging_loss_stops_with_a_clear_message(tree, tmp_path):
+    code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "run", "--epochs", "3", "--lr", "1e30",
+                           *TINY)
+    assert code == 2
+    assert "loss became" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--units", "0"], "units must be a positive integer"),
+    (["--maxlen", "0"], "maxlen must be a positive integer"),
+    (["--batch-size", "-3"], "batch_size must be a positive integer"),
+    (["--lr", "0"], "lr must be positive"),
+    (["--lr", "-1"], "lr must be positive"),
+    (["--vocab-size", "2"], "vocab_size must be at least 3"),
+    (["--dropout", "1.5"], "dropout must be in"),
+])
+def test_nonsense_hyperparameters(flags, message, tree, tmp_path):
+    assert main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), *TINY, *flags]) == 2
+
+
+def test_nonsense_hyperparameters_message(tree, tmp_path, capsys):
+    assert main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), "--units", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("numpy-lstm: error: units must be a positive integer") and err.count("\n") == 1
+
+
+def test_bad_paths_and_run_directories(tmp_path, tree):
+    code, _, err = run_cli("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "r", *TINY)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty").mkdir()
+    for command in (["train", "--resume", tmp_path / "empty"], ["predict", tmp_path / "empty", "hi"],
+                    ["evaluate", tmp_path / "empty"]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and "not a numpy-lstm run directory" in err and "Traceback" not in err
+
+
+def test_mismatched_checkpoint_is_refused(tree, tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", *TINY])
+    config = json.loads((out / "config.json").read_text())
+    config["units"] = 12
+    (out / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli("train", "--resume", out)
+    assert code == 2 and "lstm/kernel" in err and "Traceback" not in err
+
+
+def test_existing_run_is_not_overwritten(tree, tmp_path):
+    out = tmp_path / "run"
+    main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", *TINY])
+    before = (out / "model.npz").read_bytes()
+    assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", *TINY]) == 2
+    assert (out / "model.npz").read_bytes() == before
+
+
+def test_data_without_a_test_split_still_trains(tmp_path):
+    root = write_tree(tmp_path / "imdb", per_class=30)
+    import shutil
+    shutil.rmtree(root / "aclImdb" / "test")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(root), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_n"] == 0 and metrics["test_accuracy"] is None
+    code, _, err = run_cli("evaluate", out)
+    assert code == 2 and "no official test split" in err
+
+
+def test_help_reads_well():
+    code, stdout, _ = run_cli("train", "--help")
+    assert code == 0
+    for flag in ("--recipe", "--data", "--per-class", "--vocab-size", "--maxlen", "--embed-dim", "--units",
+                 "--epochs", "--batch-size", "--lr", "--seed", "--out", "--mask", "--keep-negations", "--resume",
+                 "--quiet"):
+        assert flag in stdout
