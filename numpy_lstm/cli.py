@@ -4,6 +4,7 @@ Errors the user can fix (a bad path, a nonsense flag, a broken run directory) pr
 and exit with status 2; Ctrl-C exits with 130 and says how to resume.
 """
 import argparse
+import dataclasses
 import datetime
 import os
 import sys
@@ -18,8 +19,7 @@ def add_train_parser(subparsers):
     p = subparsers.add_parser(
         "train", help="train a model (the tutorial's experiment) into a run directory",
         description="Train the Embedding -> LSTM -> Dense(sigmoid) sentiment model on IMDB reviews. "
-                    "A recipe sets every default; any flag below overrides it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "A recipe sets every default; any flag below overrides it.")
     p.add_argument("--recipe", choices=sorted(RECIPES), default="tuned",
                    help="tutorial: the Keras tutorial as written; tuned: our best recipe on the same "
                         "1,000 reviews (see README)")
@@ -30,43 +30,48 @@ def add_train_parser(subparsers):
     data = p.add_argument_group("data")
     data.add_argument("--data", metavar="PATH",
                       help="aclImdb folder or .tar.gz (default: $NUMPY_LSTM_DATA, then the download cache)")
-    data.add_argument("--per-class", type=int, metavar="N",
-                      help=f"first N positive and N negative training reviews (tutorial: {DEFAULTS.per_class})")
-    data.add_argument("--val-split", type=float, metavar="F", help="held-out fraction (tutorial: 0.2)")
-    data.add_argument("--keep-negations", action=argparse.BooleanOptionalAction, default=None,
-                      help="keep not/no/nor and n't words, which the stopword list removes")
-    data.add_argument("--vocab-size", type=int, metavar="N",
-                      help="vocabulary size, counting the padding and out-of-vocabulary ids (tutorial: 500)")
-    data.add_argument("--maxlen", type=int, metavar="N", help="pad or truncate reviews to N tokens (tutorial: 500)")
     data.add_argument("--test-limit", type=int, metavar="N",
                       help="evaluate on a seeded, balanced subset of N official test reviews (default: all)")
+    add_setting(data, "--per-class", type=int, metavar="N", help="first N positive and N negative training reviews")
+    add_setting(data, "--val-split", type=float, metavar="F", help="held-out fraction")
+    add_setting(data, "--keep-negations", action=argparse.BooleanOptionalAction,
+                help="keep not/no/nor and the n't stems, which the stopword list removes")
+    add_setting(data, "--vocab-size", type=int, metavar="N",
+                help="vocabulary size, counting the padding and out-of-vocabulary ids")
+    add_setting(data, "--maxlen", type=int, metavar="N", help="pad or truncate reviews to N tokens")
     model = p.add_argument_group("model")
-    model.add_argument("--embed-dim", type=int, metavar="N", help="embedding width (tutorial: 32)")
-    model.add_argument("--units", type=int, metavar="N", help="LSTM units (tutorial: 100)")
-    model.add_argument("--mask", action=argparse.BooleanOptionalAction, default=None,
-                       help="mask padding and bucket batches by length (tutorial: off)")
-    model.add_argument("--dropout", type=float, metavar="RATE", help="LSTM input dropout (tutorial: 0)")
-    model.add_argument("--pooling", choices=("last", "mean", "max"),
-                       help="what the output layer reads: the last LSTM state, or the mean / max over "
-                            "time (tutorial: last)")
+    add_setting(model, "--embed-dim", type=int, metavar="N", help="embedding width")
+    add_setting(model, "--units", type=int, metavar="N", help="LSTM units")
+    add_setting(model, "--mask", action=argparse.BooleanOptionalAction,
+                help="mask padding and bucket batches by length")
+    add_setting(model, "--dropout", type=float, metavar="RATE", help="LSTM input dropout")
+    add_setting(model, "--pooling", choices=("last", "mean", "max"),
+                help="what the output layer reads: the last LSTM state, or the mean / max over time")
+    add_setting(model, "--layers", dest="num_layers", type=int, metavar="N", help="stacked LSTMs")
+    add_setting(model, "--bidirectional", action=argparse.BooleanOptionalAction,
+                help="read each review forward and backward")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, metavar="N", help="epochs (tutorial: 10)")
-    opt.add_argument("--batch-size", type=int, metavar="N", help="batch size (tutorial: 64)")
-    opt.add_argument("--lr", type=float, metavar="LR", help="Adam learning rate (tutorial: 0.001)")
-    opt.add_argument("--clipnorm", type=float, metavar="NORM", help="clip gradients to this global norm")
-    opt.add_argument("--patience", type=int, metavar="N",
-                     help="stop after N epochs without a better held-out loss and keep the best epoch")
-    opt.add_argument("--seed", type=int, metavar="N", help="seed of the split, the initialisation and "
-                                                           "the shuffling (default: 0)")
+    add_setting(opt, "--epochs", type=int, metavar="N", help="epochs")
+    add_setting(opt, "--batch-size", type=int, metavar="N", help="batch size")
+    add_setting(opt, "--lr", type=float, metavar="LR", help="Adam learning rate")
+    add_setting(opt, "--clipnorm", type=float, metavar="NORM", help="clip gradients to this global norm")
+    add_setting(opt, "--patience", type=int, metavar="N",
+                help="stop after N epochs without a better held-out loss and keep the best epoch")
+    add_setting(opt, "--seed", type=int, metavar="N", help="seed of the split, the initialisation and the shuffling")
+
+
+def add_setting(group, flag, help, dest=None, **kwargs):
+    """A flag overriding a recipe setting; its help ends with each recipe's value."""
+    dest = dest or flag[2:].replace("-", "_")
+    values = "; ".join(f"{name}: {RECIPES[name].get(dest, getattr(DEFAULTS, dest))}" for name in RECIPES)
+    group.add_argument(flag, dest=dest, default=None, help=f"{help} [{values}]", **kwargs)
 
 
 def cmd_train(args):
     if args.resume:
         return fit(None, args.resume, resume=True, quiet=args.quiet)
-    overrides = {name: getattr(args, name) for name in (
-        "data", "per_class", "val_split", "keep_negations", "vocab_size", "maxlen", "test_limit",
-        "embed_dim", "units", "mask", "dropout", "pooling", "epochs", "batch_size", "lr", "clipnorm",
-        "patience", "seed")}
+    overrides = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
+                 if field.name != "recipe"}
     config = recipe_config(args.recipe, **overrides)
     args.out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return fit(config, args.out, quiet=args.quiet)

@@ -9,7 +9,12 @@ Shapes: B batch, T time steps, E embedding width, H LSTM units, V vocabulary siz
 """
 import numpy as np
 
+from . import _threads
 from .initializers import glorot_uniform, orthogonal
+
+# Elements of the block of gate-derivative factors that LSTM.backward fills before running the
+# block's steps: small enough to stay in cache, large enough to amortise NumPy's per-call cost.
+_BACKWARD_BLOCK = 1 << 17
 
 
 def sigmoid(z, out=None):
@@ -101,50 +106,90 @@ class LSTM:
     def weights(self):
         return [self.kernel, self.recurrent_kernel, self.bias]
 
+    def _loop_weights(self):
+        """The stacked weights [[kernel], [recurrent_kernel], [bias]] (E + H + 1, 4H), loop layout.
+
+        One matmul of [x_t, h_{t-1}, 1] with this matrix gives all of step t's pre-activations,
+        bias included. Two rearrangements, both exact in floating point: the gate blocks go from
+        Keras's order (i, f, c, o) to (i, f, o, c), so that the three sigmoid gates form one
+        block; and the sigmoid blocks are negated, so the loop gets -z for them and computes
+        sigmoid(z) = 1 / (1 + exp(-z)) without a separate negation.
+        """
+        stacked = np.concatenate([self.kernel, self.recurrent_kernel, self.bias[None, :]])
+        i, f, c, o = np.split(stacked, 4, axis=1)
+        return np.concatenate([-i, -f, -o, c], axis=1)
+
     def forward(self, x, mask=None, initial_state=None):
         """Run the sequence.
 
         x: (B, T, E); mask: bool (B, T) or None; initial_state: (h0 (B, H), c0 (B, H)) or None
         for zeros. Returns (out, cache) with out the last state h_T (B, H), or every state
         (B, T, H) when return_sequences.
+
+        How it runs: arrays are time-major (T, B, ...). The batch rows are cut into slices, one
+        per worker thread (`numpy_lstm._threads`), and each thread runs the time loop on its
+        own rows; a slice's rows at one step are one contiguous block. Rows never interact, so
+        the split changes no result. A slice starts at its first step with an unmasked row:
+        before it every row is masked and keeps (h0, c0).
         """
-        B, T, _ = x.shape
+        B, T, E = x.shape
         H = self.units
         dtype = self.kernel.dtype
-        # Time-major copies keep each step's rows contiguous, so the loop touches one block.
-        x_tm = np.ascontiguousarray(x.transpose(1, 0, 2), dtype=dtype)          # (T, B, E)
-        m_tm = None if mask is None else np.ascontiguousarray(mask.T[:, :, None])  # (T, B, 1)
-
-        # Every step's input projection in one matmul; the loop then adds the recurrent part
-        # and turns each z in place into the gate values i, f, g, o that backward reuses.
-        gates = (x_tm.reshape(T * B, -1) @ self.kernel + self.bias).reshape(T, B, 4 * H)
-        h = np.empty((T + 1, B, H), dtype)    # h[t + 1] is h_t; h[0] is h0
-        c = np.empty((T + 1, B, H), dtype)
-        tanh_c = np.empty((T, B, H), dtype)
+        # xh[t] = [x_t, h_{t-1}, 1] for t < T: the loop's matmul input, and backward's input for
+        # the weight gradients. The loop writes h_t straight into xh[t + 1]; xh[T] holds h_T.
+        xh = np.empty((T + 1, B, E + H + 1), dtype)
+        xh[:T, :, :E] = x.transpose(1, 0, 2)
+        xh[T, :, :E] = 0.0
+        xh[:, :, E + H] = 1.0
+        c = np.empty((T + 1, B, H), dtype)     # c[t + 1] is c_t; c[0] is c0
         if initial_state is None:
-            h[0] = 0.0
+            xh[0, :, E:E + H] = 0.0
             c[0] = 0.0
         else:
-            h[0], c[0] = initial_state
+            xh[0, :, E:E + H], c[0] = initial_state
+        gates = np.empty((T, B, 4 * H), dtype)  # gate values i, f, o, c~ of each step
+        tanh_c = np.empty((T, B, H), dtype)    # tanh(c_t)
+        m_tm = None if mask is None else np.ascontiguousarray(np.asarray(mask, bool).T)  # (T, B)
+        weights = self._loop_weights()
+        slices = _threads.split_rows(B)
+        starts = {(b0, b1): _first_active_step(m_tm, b0, b1, T) for b0, b1 in slices}
 
-        for t in range(T):
-            z = gates[t]
-            z += h[t] @ self.recurrent_kernel
-            sigmoid(z[:, :2 * H], out=z[:, :2 * H])          # i, f
-            np.tanh(z[:, 2 * H:3 * H], out=z[:, 2 * H:3 * H])  # g
-            sigmoid(z[:, 3 * H:], out=z[:, 3 * H:])          # o
-            i, f, g, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H], z[:, 3 * H:]
-            np.multiply(f, c[t], out=c[t + 1])
-            c[t + 1] += i * g
-            np.tanh(c[t + 1], out=tanh_c[t])
-            np.multiply(o, tanh_c[t], out=h[t + 1])
-            if m_tm is not None:
-                # Masked rows carry the previous state; their gates are never used by backward.
-                np.copyto(c[t + 1], c[t], where=~m_tm[t])
-                np.copyto(h[t + 1], h[t], where=~m_tm[t])
+        def run_slice(b0, b1):
+            n = b1 - b0
+            xhs, gs, cs, tcs = xh[:, b0:b1], gates[:, b0:b1], c[:, b0:b1], tanh_c[:, b0:b1]
+            hs = xhs[..., E:E + H]                    # hs[t] is h_{t-1}
+            t0 = starts[b0, b1]
+            hs[1:t0 + 1] = hs[0]                      # steps masked in every row keep (h0, c0)
+            cs[1:t0 + 1] = cs[0]
+            partial, unmasked = _partial_steps(m_tm, b0, b1, T)
+            ig = np.empty((n, H), dtype)
+            with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives sigmoid 0, rightly
+                for t in range(t0, T):
+                    z = gs[t]
+                    np.matmul(xhs[t], weights, out=z)          # pre-activations, loop layout
+                    sig = z[:, :3 * H]                         # -z of i, f, o
+                    np.exp(sig, out=sig)
+                    sig += 1.0
+                    np.divide(1.0, sig, out=sig)               # i, f, o = 1 / (1 + exp(-z))
+                    g = z[:, 3 * H:]
+                    np.tanh(g, out=g)                          # c~ = tanh(z_c)
+                    i, f, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H]
+                    c_t = cs[t + 1]
+                    np.multiply(f, cs[t], out=c_t)
+                    np.multiply(i, g, out=ig)
+                    c_t += ig                                  # c_t = f * c_{t-1} + i * c~
+                    np.tanh(c_t, out=tcs[t])
+                    np.multiply(o, tcs[t], out=hs[t + 1])      # h_t = o * tanh(c_t)
+                    if partial[t]:
+                        # Masked rows carry the previous state; backward never uses their gates.
+                        masked = ~unmasked[t]
+                        np.copyto(c_t, cs[t], where=masked)
+                        np.copyto(hs[t + 1], hs[t], where=masked)
 
-        out = h[1:].transpose(1, 0, 2) if self.return_sequences else h[T]
-        cache = (x_tm, m_tm, gates, h, c, tanh_c)
+        _threads.run_split(run_slice, slices)
+        states = xh[1:, :, E:E + H]                   # (T, B, H): h_1 .. h_T
+        out = states.transpose(1, 0, 2) if self.return_sequences else states[T - 1].copy()
+        cache = (xh, m_tm, gates, c, tanh_c, slices, starts)
         return out, cache
 
     def backward(self, dout, cache):
@@ -152,49 +197,125 @@ class LSTM:
 
         dout: (B, H) for the last state, or (B, T, H) with return_sequences.
         Returns (dx (B, T, E), (dh0 (B, H), dc0 (B, H)), [dkernel, drecurrent_kernel, dbias]).
+
+        The loop runs on the forward's slices of the batch rows, one thread each. Per step only
+        dh_t and dc_t carry the recurrence; the gate derivatives that multiply them do not, so
+        they are computed for a block of steps at a time, in a few large element-wise ops, before
+        the block's steps run. One matmul per step, dz_t @ [kernel; recurrent_kernel].T, gives
+        both dx_t and dh_{t-1}.
         """
-        x_tm, m_tm, gates, h, c, tanh_c = cache
-        T, B, _ = x_tm.shape
+        xh, m_tm, gates, c, tanh_c, slices, starts = cache
+        T, B, _ = gates.shape
         H = self.units
-        dz = np.empty_like(gates)                              # (T, B, 4H)
+        E = xh.shape[2] - H - 1
+        dtype = gates.dtype
+        dz = np.empty((T, B, 4 * H), dtype)     # dL/dz_t, Keras gate order i, f, c, o
+        dxh = np.empty((T, B, E + H), dtype)    # dxh[t] = [dx_t, dh_{t-1} through step t]
+        dh0 = np.empty((B, H), dtype)
+        dc0 = np.empty((B, H), dtype)
         if self.return_sequences:
-            dh_seq = dout.transpose(1, 0, 2)                   # (T, B, H)
-            dh_next = np.zeros((B, H), gates.dtype)
+            dh_seq = np.asarray(dout, dtype).transpose(1, 0, 2)    # (T, B, H)
+            dh_last = np.zeros((B, H), dtype)
         else:
             dh_seq = None
-            dh_next = dout.astype(gates.dtype, copy=True)
-        dc_next = np.zeros((B, H), gates.dtype)
+            dh_last = np.asarray(dout, dtype)
+        weights_t = np.ascontiguousarray(np.concatenate([self.kernel, self.recurrent_kernel]).T)
 
-        for t in reversed(range(T)):
-            dh = dh_next if dh_seq is None else dh_next + dh_seq[t]
-            i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
-            # dc_t collects the path through h_t = o * tanh(c_t) and the path from c_{t+1}.
-            dc = dc_next + dh * o * (1.0 - tanh_c[t] ** 2)
-            dz_t = dz[t]
-            np.multiply(dc * g, i * (1.0 - i), out=dz_t[:, :H])             # through i
-            np.multiply(dc * c[t], f * (1.0 - f), out=dz_t[:, H:2 * H])     # through f
-            np.multiply(dc * i, 1.0 - g ** 2, out=dz_t[:, 2 * H:3 * H])     # through g
-            np.multiply(dh * tanh_c[t], o * (1.0 - o), out=dz_t[:, 3 * H:])  # through o
-            dc_prev = dc * f
-            if m_tm is not None:
-                # A masked step is the identity on (h, c): gradients pass straight through.
-                m = m_tm[t]
-                dz_t *= m
-                dc_prev = np.where(m, dc_prev, dc_next)
-                dh_next = dz_t @ self.recurrent_kernel.T + np.where(m, 0.0, dh)
-            else:
-                dh_next = dz_t @ self.recurrent_kernel.T
-            dc_next = dc_prev
+        def run_slice(b0, b1):
+            n = b1 - b0
+            t0 = starts[b0, b1]
+            gs, cs, tcs = gates[:, b0:b1], c[:, b0:b1], tanh_c[:, b0:b1]
+            dzs, dxhs = dz[:, b0:b1], dxh[:, b0:b1]
+            dhs = None if dh_seq is None else dh_seq[:, b0:b1]
+            partial, unmasked = _partial_steps(m_tm, b0, b1, T)
+            dzs[:t0] = 0.0                    # steps masked in every row: no gradient through them
+            dxhs[:t0, :, :E] = 0.0
+            dh = dh_last[b0:b1].copy()        # dL/dh_t, from the step after t and from dout
+            dc_next = np.zeros((n, H), dtype)
+            dc = np.empty((n, H), dtype)
+            carried = np.empty((n, H), dtype)
+            steps = max(1, min(T, _BACKWARD_BLOCK // (n * 5 * H)))
+            # factor[j, :, k] turns dc_t (gates i, f, c~) or dh_t (gate o) into dz of gate k at
+            # step lo + j; dc_factor[j] = o (1 - tanh(c_t)^2) turns dh_t into its share of dc_t.
+            factor = np.empty((steps, n, 4, H), dtype)
+            dc_factor = np.empty((steps, n, H), dtype)
+            for hi in range(T, t0, -steps):
+                lo = max(t0, hi - steps)
+                k = hi - lo
+                blk = gs[lo:hi]
+                i, f, o, g = (blk[..., j * H:(j + 1) * H] for j in range(4))
+                tc, c_prev = tcs[lo:hi], cs[lo:hi]
+                fi, ff, fg, fo = (factor[:k, :, j] for j in range(4))
+                fc = dc_factor[:k]
+                np.subtract(1.0, i, out=fi)
+                fi *= i
+                fi *= g                       # dz_i = dc * c~ i (1 - i)
+                np.subtract(1.0, f, out=ff)
+                ff *= f
+                ff *= c_prev                  # dz_f = dc * c_{t-1} f (1 - f)
+                np.multiply(g, g, out=fg)
+                np.subtract(1.0, fg, out=fg)
+                fg *= i                       # dz_c = dc * i (1 - c~^2)
+                np.subtract(1.0, o, out=fo)
+                fo *= o
+                fo *= tc                      # dz_o = dh * tanh(c_t) o (1 - o)
+                np.multiply(tc, tc, out=fc)
+                np.subtract(1.0, fc, out=fc)
+                fc *= o                       # dc_t = dc_{t+1} f_{t+1} + dh * o (1 - tanh(c_t)^2)
+                for t in range(hi - 1, lo - 1, -1):
+                    j = t - lo
+                    if dhs is not None:
+                        dh += dhs[t]          # the step's own output gradient
+                    np.multiply(dh, fc[j], out=dc)
+                    dc += dc_next
+                    dz_t = dzs[t]
+                    dz_gates = dz_t.reshape(n, 4, H)
+                    np.multiply(factor[j, :, :3], dc[:, None, :], out=dz_gates[:, :3])
+                    np.multiply(factor[j, :, 3], dh, out=dz_gates[:, 3])
+                    dh_prev = dxhs[t, :, E:]
+                    if not partial[t]:
+                        np.multiply(dc, f[j], out=dc_next)               # dc_{t-1}
+                        np.matmul(dz_t, weights_t, out=dxhs[t])          # dx_t, dh_{t-1}
+                    else:
+                        # A masked step is the identity on (h, c): gradients pass straight through.
+                        m = unmasked[t]
+                        dz_t *= m
+                        np.multiply(dc, f[j], out=carried)
+                        np.copyto(dc_next, carried, where=m)
+                        np.matmul(dz_t, weights_t, out=dxhs[t])          # zero on masked rows
+                        np.copyto(dh_prev, dh, where=~m)
+                    dh = dh_prev
+            if dhs is not None:
+                for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
+                    dh += dhs[t]
+            dh0[b0:b1] = dh
+            dc0[b0:b1] = dc_next
 
-        # The weights are shared across time, so their gradients are sums over all steps:
-        # one matmul each over the (T * B) rows instead of T small ones inside the loop.
-        dz_flat = dz.reshape(T * B, 4 * H)
-        dkernel = x_tm.reshape(T * B, -1).T @ dz_flat
-        drecurrent = h[:T].reshape(T * B, H).T @ dz_flat
-        dbias = dz_flat.sum(axis=0)
-        dx = (dz_flat @ self.kernel.T).reshape(T, B, -1).transpose(1, 0, 2)
-        return dx, (dh_next, dc_next), [dkernel, drecurrent, dbias]
+        _threads.run_split(run_slice, slices)
 
+        # The weights are shared across time, so their gradients are sums over all steps and rows:
+        # [dkernel; drecurrent_kernel; dbias] = sum_t [x_t, h_{t-1}, 1].T @ dz_t, one matmul over
+        # the (T * B) rows, after the threads have joined (its columns shared out among them).
+        dweights = _threads.matmul_columns(xh[:T].reshape(T * B, E + H + 1).T,
+                                           dz.reshape(T * B, 4 * H))
+        dkernel, drecurrent, dbias = dweights[:E], dweights[E:E + H], dweights[E + H]
+        dx = dxh[:, :, :E].transpose(1, 0, 2)
+        return dx, (dh0, dc0), [dkernel, drecurrent, dbias]
+
+def _first_active_step(m_tm, b0, b1, T):
+    """First step at which some row of b0:b1 is unmasked (T if none; 0 without a mask)."""
+    if m_tm is None:
+        return 0
+    active = m_tm[:, b0:b1].any(axis=1)
+    return int(active.argmax()) if active.any() else T
+
+
+def _partial_steps(m_tm, b0, b1, T):
+    """For rows b0:b1: per step, whether some row is masked; and the mask as (T, n, 1) or None."""
+    if m_tm is None:
+        return [False] * T, None
+    unmasked = m_tm[:, b0:b1, None]
+    return (~unmasked.all(axis=(1, 2))).tolist(), unmasked
 
 class Dropout:
     """Inverted dropout: zero each unit with probability `rate`, scale the rest by 1 / (1 - rate).
@@ -259,3 +380,43 @@ class TimePooling:
         dh = np.zeros((dout.shape[0], T, dout.shape[1]), dout.dtype)
         np.put_along_axis(dh, arg[:, None, :], np.where(m.any(axis=1), dout, 0)[:, None, :], axis=1)
         return dh
+
+
+class Bidirectional:
+    """Two LSTMs over one sequence, one reading it forward and one backward, outputs side by side.
+
+    out (B, 2H) holds [h_T of the forward pass, h of the backward pass after reading x_1];
+    with return_sequences, (B, T, 2H) with both halves aligned to the input's time steps.
+    Weights, in Keras's order: the forward LSTM's three, then the backward LSTM's three.
+    A mask works as for LSTM: reversed, pre-padding becomes trailing padding that the backward
+    pass carries its state through. No initial state: both passes start from zeros.
+    """
+
+    def __init__(self, input_dim, units, rng, return_sequences=False, dtype=np.float32):
+        self.units = units
+        self.return_sequences = return_sequences
+        self.forward_layer = LSTM(input_dim, units, rng, return_sequences, dtype)
+        self.backward_layer = LSTM(input_dim, units, rng, return_sequences, dtype)
+
+    @property
+    def weights(self):
+        return self.forward_layer.weights + self.backward_layer.weights
+
+    def forward(self, x, mask=None):
+        """x (B, T, E), mask (B, T) or None -> (out (B, 2H) or (B, T, 2H), cache)."""
+        out_f, cache_f = self.forward_layer.forward(x, mask)
+        out_b, cache_b = self.backward_layer.forward(x[:, ::-1], None if mask is None else mask[:, ::-1])
+        if self.return_sequences:
+            out_b = out_b[:, ::-1]
+        return np.concatenate([out_f, out_b], axis=-1), (cache_f, cache_b)
+
+    def backward(self, dout, cache):
+        """dout like out -> (dx (B, T, E), None, [forward's three gradients, backward's three])."""
+        cache_f, cache_b = cache
+        H = self.units
+        dout_f, dout_b = dout[..., :H], dout[..., H:]
+        if self.return_sequences:
+            dout_b = dout_b[:, ::-1]
+        dx_f, _, grads_f = self.forward_layer.backward(dout_f, cache_f)
+        dx_b, _, grads_b = self.backward_layer.backward(dout_b, cache_b)
+        return dx_f + dx_b[:, ::-1], None, grads_f + grads_b

@@ -6,40 +6,35 @@ import numpy as np
 
 from .errors import NumpyLSTMError
 from .fileio import atomic_path
-from .layers import LSTM, Dense, Dropout, Embedding, TimePooling, sigmoid
+from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling, sigmoid
 from .losses import binary_crossentropy
-
-WEIGHT_NAMES = (
-    "embedding/embeddings",
-    "lstm/kernel",
-    "lstm/recurrent_kernel",
-    "lstm/bias",
-    "dense/kernel",
-    "dense/bias",
-)
-
 
 class SentimentLSTM:
     """Binary classifier of id sequences: ids (B, T) -> P(positive) (B,).
 
-    Weights, in Keras Sequential order (`get_weights()`): embeddings (V, E), kernel (E, 4H),
-    recurrent_kernel (H, 4H), bias (4H,), dense_kernel (H, 1), dense_bias (1,). A Keras model
-    of the same architecture loads unchanged with `set_weights(keras_model.get_weights())`.
+    The tutorial's model is the default: Embedding(vocab_size, embed_dim) -> LSTM(units) ->
+    Dense(1, sigmoid). Its weights, in Keras Sequential order (`get_weights()`): embeddings
+    (V, E), kernel (E, 4H), recurrent_kernel (H, 4H), bias (4H,), dense_kernel (H, 1),
+    dense_bias (1,). A Keras model of the same architecture loads unchanged with
+    `set_weights(keras_model.get_weights())`.
 
+    num_layers: stacked LSTMs (each but the last returns its whole sequence to the next).
+    bidirectional: each LSTM is a Bidirectional pair (forward and backward, 2H outputs).
     pooling: what the Dense layer sees: "last" (the tutorial: the final state h_T), or the
-    "mean" or "max" of the states over the unmasked steps.
+    "mean" or "max" of the last LSTM's states over the unmasked steps.
     mask_zero: treat id 0 as padding (Keras `Embedding(mask_zero=True)`): padded steps leave the
     LSTM state unchanged. The tutorial runs without it, as Keras's default does.
-    dropout: rate of Keras's LSTM(dropout=...): the LSTM's input features are dropped with one
+    dropout: rate of Keras's LSTM(dropout=...): each LSTM's input features are dropped with one
     mask per sequence, shared by all its time steps; active only in training (`rng` given).
     dtype: float32 (default, as Keras's floatx) or float64 (for gradient checks).
     seed: an int or an np.random.Generator; all randomness comes from it.
     """
 
     def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
-                 pooling="last", dtype="float32", seed=None):
-        for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("units", units)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
+                 pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None):
+        sizes = (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("units", units), ("num_layers", num_layers))
+        for name, value in sizes:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise NumpyLSTMError(f"{name} must be a positive integer, got {value!r}")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
@@ -52,29 +47,40 @@ class SentimentLSTM:
         self.config = {
             "vocab_size": int(vocab_size), "embed_dim": int(embed_dim), "units": int(units),
             "mask_zero": bool(mask_zero), "dropout": float(dropout), "pooling": pooling,
-            "dtype": dtype.name,
+            "num_layers": int(num_layers), "bidirectional": bool(bidirectional), "dtype": dtype.name,
         }
         self.embedding = Embedding(vocab_size, embed_dim, rng, dtype)
-        self.input_dropout = Dropout(dropout, shared_axis=1)
-        self.lstm = LSTM(embed_dim, units, rng, return_sequences=pooling != "last", dtype=dtype)
+        recurrent = Bidirectional if bidirectional else LSTM
+        width = 2 * units if bidirectional else units
+        self.rnns = [recurrent(embed_dim if k == 0 else width, units, rng,
+                               return_sequences=k < num_layers - 1 or pooling != "last", dtype=dtype)
+                     for k in range(num_layers)]
+        self.dropouts = [Dropout(dropout, shared_axis=1) for _ in range(num_layers)]
         self.pooling = None if pooling == "last" else TimePooling(pooling)
-        self.dense = Dense(units, 1, rng, dtype)
+        self.dense = Dense(width, 1, rng, dtype)
+        self.weight_names = ["embedding/embeddings"]
+        for k, rnn in enumerate(self.rnns):
+            prefix = "lstm" if k == 0 else f"lstm_{k}"
+            directions = ("forward/", "backward/") if bidirectional else ("",)
+            self.weight_names += [f"{prefix}/{d}{name}" for d in directions
+                                  for name in ("kernel", "recurrent_kernel", "bias")]
+        self.weight_names += ["dense/kernel", "dense/bias"]
 
     @property
     def weights(self):
         """The live weight arrays, in `get_weights()` order (optimizers update them in place)."""
-        return self.embedding.weights + self.lstm.weights + self.dense.weights
+        return self.embedding.weights + [w for rnn in self.rnns for w in rnn.weights] + self.dense.weights
 
     def get_weights(self):
-        """Copies of the weights: [embeddings, kernel, recurrent_kernel, bias, dense_kernel, dense_bias]."""
+        """Copies of the weights, in Keras order (names in `weight_names`)."""
         return [w.copy() for w in self.weights]
 
     def set_weights(self, weights):
         """Load weights given in `get_weights()` order (for example a Keras model's)."""
         weights = list(weights)
-        if len(weights) != len(WEIGHT_NAMES):
-            raise NumpyLSTMError(f"expected {len(WEIGHT_NAMES)} weight arrays, got {len(weights)}")
-        for name, target, value in zip(WEIGHT_NAMES, self.weights, weights):
+        if len(weights) != len(self.weight_names):
+            raise NumpyLSTMError(f"expected {len(self.weight_names)} weight arrays, got {len(weights)}")
+        for name, target, value in zip(self.weight_names, self.weights, weights):
             value = np.asarray(value)
             if value.shape != target.shape:
                 raise NumpyLSTMError(f"weight {name} has shape {value.shape}, the model expects {target.shape}")
@@ -98,25 +104,31 @@ class SentimentLSTM:
     def forward(self, ids, rng=None):
         """ids (B, T) -> (logits (B,), cache). With an rng (training), dropout is active."""
         ids = self._check_ids(ids)
-        x, emb_cache = self.embedding.forward(ids)
-        x, drop_cache = self.input_dropout.forward(x, rng)
+        h, emb_cache = self.embedding.forward(ids)
         mask = ids != 0 if self.config["mask_zero"] else None
-        h, lstm_cache = self.lstm.forward(x, mask=mask)
+        rnn_caches = []
+        for dropout, rnn in zip(self.dropouts, self.rnns):
+            h, drop_cache = dropout.forward(h, rng)
+            h, rnn_cache = rnn.forward(h, mask=mask)
+            rnn_caches.append((drop_cache, rnn_cache))
         pool_cache = None
         if self.pooling is not None:
             h, pool_cache = self.pooling.forward(h, mask)
         logits, dense_cache = self.dense.forward(h)
-        return logits[:, 0], (emb_cache, drop_cache, lstm_cache, pool_cache, dense_cache)
+        return logits[:, 0], (emb_cache, rnn_caches, pool_cache, dense_cache)
 
     def backward(self, dlogits, cache):
         """dlogits (B,) -> gradients in `get_weights()` order."""
-        emb_cache, drop_cache, lstm_cache, pool_cache, dense_cache = cache
+        emb_cache, rnn_caches, pool_cache, dense_cache = cache
         dh, dense_grads = self.dense.backward(dlogits[:, None], dense_cache)
         if self.pooling is not None:
             dh = self.pooling.backward(dh, pool_cache)
-        dx, _, lstm_grads = self.lstm.backward(dh, lstm_cache)
-        dx = self.input_dropout.backward(dx, drop_cache)
-        return self.embedding.backward(dx, emb_cache) + lstm_grads + dense_grads
+        rnn_grads = []
+        for dropout, rnn, (drop_cache, rnn_cache) in reversed(list(zip(self.dropouts, self.rnns, rnn_caches))):
+            dh, _, grads = rnn.backward(dh, rnn_cache)
+            dh = dropout.backward(dh, drop_cache)
+            rnn_grads = grads + rnn_grads
+        return self.embedding.backward(dh, emb_cache) + rnn_grads + dense_grads
 
     def gradients(self, ids, labels, rng=None):
         """Mean binary cross-entropy on a batch and its gradients: (loss, grads).
@@ -137,7 +149,7 @@ class SentimentLSTM:
 
     def save(self, path):
         """Write config and weights to an .npz file atomically (no pickle inside)."""
-        arrays = dict(zip(WEIGHT_NAMES, self.weights))
+        arrays = dict(zip(self.weight_names, self.weights))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, config=np.array(json.dumps(self.config)), **arrays)
@@ -148,7 +160,7 @@ class SentimentLSTM:
         try:
             with np.load(path, allow_pickle=False) as data:
                 config = json.loads(str(data["config"]))
-                arrays = [data[name] for name in WEIGHT_NAMES]
+                arrays = {name: data[name] for name in data.files if name != "config"}
         except FileNotFoundError:
             raise NumpyLSTMError(f"no model file at {path}") from None
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
@@ -158,5 +170,8 @@ class SentimentLSTM:
             model = cls(**config)
         except TypeError as e:
             raise NumpyLSTMError(f"{path} holds an unknown model config: {e}") from None
-        model.set_weights(arrays)
+        missing = [name for name in model.weight_names if name not in arrays]
+        if missing:
+            raise NumpyLSTMError(f"{path} lacks the weight {missing[0]} that its config calls for")
+        model.set_weights([arrays[name] for name in model.weight_names])
         return model

@@ -49,6 +49,8 @@ class TrainConfig:
     mask: bool = False                  # mask padding (Keras mask_zero) and bucket batches by length
     dropout: float = 0.0                # LSTM input dropout, one mask per sequence
     pooling: str = "last"               # Dense reads the last state, or the mean / max over time
+    num_layers: int = 1                 # stacked LSTMs
+    bidirectional: bool = False         # each LSTM reads forward and backward
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
@@ -59,7 +61,8 @@ class TrainConfig:
 
     def validate(self):
         positive = {"vocab_size": self.vocab_size, "maxlen": self.maxlen, "embed_dim": self.embed_dim,
-                    "units": self.units, "epochs": self.epochs, "batch_size": self.batch_size}
+                    "units": self.units, "epochs": self.epochs, "batch_size": self.batch_size,
+                    "num_layers": self.num_layers}
         for name in ("per_class", "patience", "test_limit"):
             if getattr(self, name) is not None:
                 positive[name] = getattr(self, name)
@@ -201,7 +204,7 @@ class RunDir:
 def build_model(config):
     return SentimentLSTM(vocab_size=config.vocab_size, embed_dim=config.embed_dim, units=config.units,
                          mask_zero=config.mask, dropout=config.dropout, pooling=config.pooling,
-                         seed=config.seed)
+                         num_layers=config.num_layers, bidirectional=config.bidirectional, seed=config.seed)
 
 
 def save_checkpoint(path, model, optimizer, rng, state, best_weights):

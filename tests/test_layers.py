@@ -216,3 +216,28 @@ def test_time_pooling_matches_reference_and_gradients(mode):
     dh = pool.backward(dout, cache)
     assert not dh[~mask].any()  # masked steps get no gradient
     assert check_gradient(lambda: pool.forward(h, mask)[0], h, dout, dh) < TOL
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_bidirectional_is_two_lstms_and_its_gradients(return_sequences):
+    from numpy_lstm.layers import Bidirectional
+    rng = np.random.default_rng(8)
+    B, T, E, H = 3, 5, 4, 3
+    layer = Bidirectional(E, H, rng, return_sequences=return_sequences, dtype=np.float64)
+    for w in layer.weights:
+        w[...] = rng.normal(size=w.shape) * 0.5
+    x = rng.normal(size=(B, T, E))
+    mask = np.ones((B, T), bool)
+    mask[0, :2] = False
+    out, cache = layer.forward(x, mask)
+    zeros = np.zeros((B, H))
+    fwd = reference_lstm(x, *layer.forward_layer.weights, zeros, zeros, mask)
+    bwd = reference_lstm(x[:, ::-1], *layer.backward_layer.weights, zeros, zeros, mask[:, ::-1])[:, ::-1]
+    expected = np.concatenate([fwd, bwd], axis=-1) if return_sequences else \
+        np.concatenate([fwd[:, -1], bwd[:, 0]], axis=-1)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    dout = rng.normal(size=out.shape)
+    dx, _, grads = layer.backward(dout, cache)
+    f = lambda: layer.forward(x, mask)[0]  # noqa: E731
+    errors = [check_gradient(f, a, dout, g) for a, g in [(x, dx)] + list(zip(layer.weights, grads))]
+    assert max(errors) < TOL, errors

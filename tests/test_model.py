@@ -9,7 +9,7 @@ def small_model(mask_zero=False, seed=0):
     model = SentimentLSTM(vocab_size=7, embed_dim=3, units=4, mask_zero=mask_zero,
                           dtype="float64", seed=seed)
     rng = np.random.default_rng(seed + 100)
-    model.lstm.bias[:] = rng.normal(size=model.lstm.bias.shape)
+    model.rnns[0].bias[:] = rng.normal(size=model.rnns[0].bias.shape)
     model.dense.bias[:] = rng.normal(size=1)
     return model
 
@@ -169,10 +169,29 @@ def test_dropout_mask_is_shared_across_time():
 def test_model_gradients_with_pooling(pooling):
     model = SentimentLSTM(vocab_size=7, embed_dim=3, units=4, mask_zero=True, pooling=pooling,
                           dtype="float64", seed=0)
-    model.lstm.bias[:] = np.random.default_rng(1).normal(size=model.lstm.bias.shape)
+    model.rnns[0].bias[:] = np.random.default_rng(1).normal(size=model.rnns[0].bias.shape)
     ids = np.array([[0, 0, 3, 1, 6], [2, 5, 5, 1, 4], [0, 0, 0, 0, 2]])
     labels = np.array([1, 0, 1])
     _, grads = model.gradients(ids, labels)
     f = lambda: np.array(model.gradients(ids, labels)[0])  # noqa: E731
     errors = [check_gradient(f, w, np.array(1.0), g) for w, g in zip(model.weights, grads)]
     assert max(errors) < 1e-6, errors
+
+
+@pytest.mark.parametrize("bidirectional, num_layers", [(False, 2), (True, 1), (True, 2)])
+def test_stacked_and_bidirectional_models(bidirectional, num_layers, tmp_path):
+    model = SentimentLSTM(vocab_size=7, embed_dim=3, units=2, mask_zero=True, pooling="mean",
+                          num_layers=num_layers, bidirectional=bidirectional, dtype="float64", seed=0)
+    rng = np.random.default_rng(2)
+    for name, w in zip(model.weight_names, model.weights):
+        if name.endswith("bias"):
+            w[...] = rng.normal(size=w.shape)
+    ids = np.array([[0, 0, 3, 1, 6], [2, 5, 5, 1, 4], [0, 0, 0, 0, 2]])
+    labels = np.array([1, 0, 1])
+    _, grads = model.gradients(ids, labels)
+    f = lambda: np.array(model.gradients(ids, labels)[0])  # noqa: E731
+    errors = [check_gradient(f, w, np.array(1.0), g) for w, g in zip(model.weights, grads)]
+    assert max(errors) < 1e-6, dict(zip(model.weight_names, errors))
+    assert len(model.weight_names) == 3 + 3 * num_layers * (2 if bidirectional else 1)
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(SentimentLSTM.load(tmp_path / "m.npz").predict(ids), model.predict(ids))
