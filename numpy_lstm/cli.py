@@ -39,9 +39,14 @@ def add_train_parser(subparsers):
     add_setting(data, "--vocab-size", type=int, metavar="N",
                 help="vocabulary size, counting the padding and out-of-vocabulary ids")
     add_setting(data, "--maxlen", type=int, metavar="N", help="pad or truncate reviews to N tokens")
+    add_setting(data, "--oov", choices=("keep", "skip"),
+                help="words outside the vocabulary: keep them as one unknown-word id, or skip them")
     model = p.add_argument_group("model")
     add_setting(model, "--embed-dim", type=int, metavar="N", help="embedding width")
     add_setting(model, "--units", type=int, metavar="N", help="LSTM units")
+    add_setting(model, "--nb-init", type=float, metavar="SCALE",
+                help="start embedding column 0 at SCALE times each word's naive Bayes log-count ratio "
+                     "in the training reviews (0: off)")
     add_setting(model, "--mask", action=argparse.BooleanOptionalAction,
                 help="mask padding and bucket batches by length")
     add_setting(model, "--dropout", type=float, metavar="RATE", help="LSTM input dropout")
@@ -54,6 +59,8 @@ def add_train_parser(subparsers):
     add_setting(opt, "--epochs", type=int, metavar="N", help="epochs")
     add_setting(opt, "--batch-size", type=int, metavar="N", help="batch size")
     add_setting(opt, "--lr", type=float, metavar="LR", help="Adam learning rate")
+    add_setting(opt, "--lr-schedule", choices=("constant", "linear"),
+                help="constant, or linear warm-up over the first epoch and decay to 0 at the last")
     add_setting(opt, "--clipnorm", type=float, metavar="NORM", help="clip gradients to this global norm")
     add_setting(opt, "--patience", type=int, metavar="N",
                 help="stop after N epochs without a better held-out loss and keep the best epoch")

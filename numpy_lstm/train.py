@@ -44,7 +44,9 @@ class TrainConfig:
     keep_negations: bool = False        # keep not/no/nor and n't forms through stopword removal
     vocab_size: int = 500               # embedding rows, counting padding (0) and OOV (1)
     maxlen: int = 500                   # pad / truncate to this many tokens (Keras "pre")
+    oov: str = "keep"                   # unknown words: "keep" as id 1, or "skip" them
     embed_dim: int = 32
+    nb_init: float = 0.0                # > 0: embedding column 0 starts as this times log_count_ratio
     units: int = 100
     mask: bool = False                  # mask padding (Keras mask_zero) and bucket batches by length
     dropout: float = 0.0                # LSTM input dropout, one mask per sequence
@@ -54,6 +56,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
+    lr_schedule: str = "constant"       # or "linear": warm up over epoch 1, decay to 0 at the end
     clipnorm: Optional[float] = None    # clip gradients by global norm
     patience: Optional[int] = None      # early stopping on held-out loss, restoring the best epoch
     seed: int = 0
@@ -73,6 +76,10 @@ class TrainConfig:
             raise NumpyLSTMError(f"vocab_size must be at least 3 (ids 0 and 1 are reserved), got {self.vocab_size}")
         if not self.lr > 0:
             raise NumpyLSTMError(f"lr must be positive, got {self.lr!r}")
+        if self.oov not in ("keep", "skip"):
+            raise NumpyLSTMError(f"oov must be keep or skip, got {self.oov!r}")
+        if self.lr_schedule not in ("constant", "linear"):
+            raise NumpyLSTMError(f"lr_schedule must be constant or linear, got {self.lr_schedule!r}")
         if self.clipnorm is not None and not self.clipnorm > 0:
             raise NumpyLSTMError(f"clipnorm must be positive, got {self.clipnorm!r}")
         if not 0.0 < self.val_split < 1.0:
@@ -102,8 +109,34 @@ def recipe_config(recipe, **overrides):
 
 def encode(texts, vocab, config):
     """Raw reviews -> padded ids (N, maxlen) int32, with the run's preprocessing."""
-    cleaned = preprocess_reviews(texts, keep_negations=config.keep_negations)
-    return pad_sequences(vocab.encode(cleaned), maxlen=config.maxlen)
+    return encode_cleaned(preprocess_reviews(texts, keep_negations=config.keep_negations), vocab, config)
+
+
+def encode_cleaned(cleaned, vocab, config):
+    """Cleaned reviews -> padded ids (N, maxlen) int32; with oov="skip" unknown words are dropped."""
+    ids = vocab.encode(cleaned)
+    if config.oov == "skip":
+        ids = [s[s != vocab.OOV] for s in ids]
+    return pad_sequences(ids, maxlen=config.maxlen)
+
+
+def log_count_ratio(x, y, vocab_size, alpha=1.0):
+    """Naive Bayes log-count ratio of every word id in reviews x (N, T) with labels y (N,): (V,).
+
+    r_w = log((p_w / sum p) / (q_w / sum q)), where p_w (q_w) is alpha plus the number of
+    positive (negative) reviews that contain w (Wang & Manning, 2012): > 0 for words of praise,
+    < 0 for words of blame. Padding and OOV get 0.
+    """
+    rows = np.repeat(np.arange(len(x)), x.shape[1])
+    review, word = np.divmod(np.unique(rows * vocab_size + x.ravel()), vocab_size)  # each pair once
+    positive = y[review] == 1
+    p = alpha + np.bincount(word[positive], minlength=vocab_size)
+    q = alpha + np.bincount(word[~positive], minlength=vocab_size)
+    p[:2] = q[:2] = 0  # padding and OOV are not words: no share of the counts, no polarity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.log((p / p.sum()) / (q / q.sum()))
+    r[:2] = 0.0
+    return r
 
 
 def prepare_data(config):
@@ -118,8 +151,8 @@ def prepare_data(config):
     train_texts, val_texts, y_train, y_val = train_test_split(
         cleaned, data.labels, test_size=config.val_split, seed=config.seed, stratify=data.labels)
     vocab = Vocabulary(config.vocab_size).fit(train_texts)
-    x_train = pad_sequences(vocab.encode(train_texts), maxlen=config.maxlen)
-    x_val = pad_sequences(vocab.encode(val_texts), maxlen=config.maxlen)
+    x_train = encode_cleaned(train_texts, vocab, config)
+    x_val = encode_cleaned(val_texts, vocab, config)
     return vocab, x_train, np.asarray(y_train), x_val, np.asarray(y_val)
 
 
@@ -276,6 +309,47 @@ def plot_curves(path, history):
     return True
 
 
+def learning_rate(config, epoch, step, steps_per_epoch):
+    """The learning rate of one step (epoch and step count from 1).
+
+    "constant": config.lr throughout. "linear": warm up from 0 over the first epoch, then decay
+    linearly to 0 at the last epoch. A function of the step alone, so resuming needs no state.
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    t = (epoch - 1) * steps_per_epoch + step
+    warmup, total = steps_per_epoch, config.epochs * steps_per_epoch
+    if t <= warmup:
+        return config.lr * t / warmup
+    return config.lr * (total - t + 1) / (total - warmup + 1)
+
+
+def train_epoch(model, optimizer, x, y, batches, config, epoch, rng, bar=None):
+    """One optimisation pass over the batches (index arrays); returns (mean loss, accuracy).
+
+    Raises FloatingPointError when the loss stops being finite.
+    """
+    loss_sum, correct, seen = 0.0, 0, 0
+    for b, idx in enumerate(batches, start=1):
+        # Overflow shows up below as a non-finite loss, reported in one line instead of warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits, cache = model.forward(x[idx], rng)
+            loss, dlogits = binary_crossentropy(logits, y[idx])
+            grads = model.backward(dlogits, cache)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss} at epoch {epoch}, batch {b}")
+        if config.clipnorm is not None:
+            grads, _ = clip_by_global_norm(grads, config.clipnorm)
+        optimizer.learning_rate = learning_rate(config, epoch, b, len(batches))
+        optimizer.step(model.weights, grads)
+        loss_sum += loss * len(idx)
+        correct += int(np.sum((logits > 0) == (y[idx] == 1)))
+        seen += len(idx)
+        if bar:
+            bar.update(b, {"loss": loss_sum / seen, "accuracy": correct / seen})
+    return loss_sum / seen, correct / seen
+
+
 def fit(config, out, resume=False, quiet=False, log=print):
     """Run (or with resume=True, continue) a training run into directory `out`; returns metrics."""
     run = RunDir(out)
@@ -300,6 +374,10 @@ def fit(config, out, resume=False, quiet=False, log=print):
         f"vocabulary, padded to {config.maxlen} ({time.perf_counter() - t0:.1f}s)")
 
     model = build_model(config)
+    if config.nb_init:
+        # Start with one embedding feature that already says how positive each word is, so the
+        # LSTM's first job is to add it up over the review rather than to discover it.
+        model.embedding.embeddings[:, 0] = config.nb_init * log_count_ratio(x_train, y_train, config.vocab_size)
     optimizer = Adam(learning_rate=config.lr)
     rng = np.random.default_rng([config.seed, 1])  # shuffling and dropout; the init used seed
     state = {"epoch": 0, "history": [], "best_val_loss": None, "best_epoch": None, "wait": 0,
@@ -316,29 +394,15 @@ def fit(config, out, resume=False, quiet=False, log=print):
         start = time.perf_counter()
         batches = batch_order(lengths, config.batch_size, rng, bucket=config.mask)
         bar = ProgressBar(len(batches)) if not quiet else None
-        loss_sum, correct, seen = 0.0, 0, 0
-        for b, idx in enumerate(batches, start=1):
-            # Overflow is caught below as a non-finite loss, with a message instead of warnings.
-            with np.errstate(over="ignore", invalid="ignore"):
-                logits, cache = model.forward(x_train[idx], rng)
-                loss, dlogits = binary_crossentropy(logits, y_train[idx])
-                grads = model.backward(dlogits, cache)
-            if not np.isfinite(loss):
-                kept = (f"the last good checkpoint (epoch {state['epoch']}) is in {out}" if state["epoch"]
-                        else "no epoch had finished, so there is no checkpoint")
-                raise NumpyLSTMError(f"the loss became {loss} at epoch {epoch}, batch {b}: training stopped; "
-                                     f"{kept}; try a smaller --lr or --clipnorm")
-            if config.clipnorm is not None:
-                grads, _ = clip_by_global_norm(grads, config.clipnorm)
-            optimizer.step(model.weights, grads)
-            loss_sum += loss * len(idx)
-            correct += int(np.sum((logits > 0) == (y_train[idx] == 1)))
-            seen += len(idx)
-            if bar:
-                bar.update(b, {"loss": loss_sum / seen, "accuracy": correct / seen})
+        try:
+            loss, accuracy = train_epoch(model, optimizer, x_train, y_train, batches, config, epoch, rng, bar)
+        except FloatingPointError as e:
+            kept = (f"the last good checkpoint (epoch {state['epoch']}) is in {out}" if state["epoch"]
+                    else "no epoch had finished, so there is no checkpoint")
+            raise NumpyLSTMError(f"{e}: training stopped; {kept}; try a smaller --lr or --clipnorm") from None
         val_loss, val_accuracy = evaluate(model, x_val, y_val)
-        row = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen,
-               "val_loss": val_loss, "val_accuracy": val_accuracy}
+        row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
+               "val_accuracy": val_accuracy}
         if bar:
             bar.close({k: v for k, v in row.items() if k != "epoch"})
         state["history"].append(row)

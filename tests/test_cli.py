@@ -97,7 +97,7 @@ def test_same_seed_same_numbers(tree, tmp_path):
 
 
 def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tree, tmp_path):
-    args = ["train", "--data", tree, "--epochs", "8", "--seed", "3", "--patience", "100", *TINY]
+    args = ["train", "--data", tree, "--epochs", "30", "--seed", "3", "--patience", "100", *TINY]
     straight = tmp_path / "straight"
     assert run_cli(*args, "--out", straight)[0] == 0
     killed = tmp_path / "killed"
