@@ -21,8 +21,12 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 MAX_DEFAULT_THREADS = 4
 MIN_ROWS_PER_THREAD = 8   # fewer rows than this per thread and the split costs more than it gains
+MIN_SPLIT_FLOPS = 1 << 22  # a matmul smaller than this runs whole in the calling thread
+COLUMN_ALIGN = 16          # column blocks of a shared-out matmul start at multiples of this
 
 _SET_NAMES = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
               "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -165,7 +169,15 @@ def run_split(fn, slices):
         if len(slices) == 1:
             fn(*slices[0])
             return
-        futures = [_executor(len(slices) - 1).submit(fn, *s) for s in slices[1:]]
+        # np.errstate is per thread: the workers get the caller's settings so that, say, a
+        # training loop that silences overflow (and reports a non-finite loss) is obeyed.
+        errors = np.geterr()
+
+        def in_callers_errstate(*s):
+            with np.errstate(**errors):
+                fn(*s)
+
+        futures = [_executor(len(slices) - 1).submit(in_callers_errstate, *s) for s in slices[1:]]
         error = None
         try:
             fn(*slices[0])
@@ -178,3 +190,27 @@ def run_split(fn, slices):
                 error = error or e
         if error is not None:
             raise error
+
+
+def matmul_columns(a, b, threads=None):
+    """a @ b, with the columns of b (and of the result) shared out among the worker threads.
+
+    Used for the large matmuls outside the time loop instead of OpenBLAS's own threads, which
+    we found to stall badly when the machine is busy. Each column block is its own BLAS call;
+    the result equals a @ b up to float rounding (OpenBLAS may block a sub-matrix differently).
+    """
+    threads = get_num_threads() if threads is None else threads
+    (M, K), N = a.shape, b.shape[1]
+    out = np.empty((M, N), np.result_type(a, b))
+    parts = max(1, min(threads, N // COLUMN_ALIGN))
+    if 2 * M * K * N < MIN_SPLIT_FLOPS:
+        parts = 1
+    # Block k starts at k * N / parts, rounded down to a multiple of COLUMN_ALIGN.
+    cuts = [(N * k // parts) // COLUMN_ALIGN * COLUMN_ALIGN for k in range(parts)] + [N]
+    slices = [(c0, c1) for c0, c1 in zip(cuts[:-1], cuts[1:]) if c1 > c0]
+
+    def block(c0, c1):
+        np.matmul(a, b[:, c0:c1], out=out[:, c0:c1])
+
+    run_split(block, slices)
+    return out

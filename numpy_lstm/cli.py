@@ -22,7 +22,7 @@ def add_train_parser(subparsers):
                     "A recipe sets every default; any flag below overrides it.")
     p.add_argument("--recipe", choices=sorted(RECIPES), default="tuned",
                    help="tutorial: the Keras tutorial as written; tuned: our best recipe on the same "
-                        "1,000 reviews (see README)")
+                        "1,000 reviews; full: all 25,000 training reviews (see README)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint (its own settings are used)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<timestamp>)")

@@ -7,6 +7,8 @@ returns their gradients in the same order.
 
 Shapes: B batch, T time steps, E embedding width, H LSTM units, V vocabulary size.
 """
+import threading
+
 import numpy as np
 
 from . import _threads
@@ -47,11 +49,19 @@ class Embedding:
     def backward(self, dout, ids):
         """dout (B, T, E) -> [dembeddings (V, E)].
 
-        A token id that occurs n times receives the sum of its n upstream rows; np.add.at is the
-        unbuffered scatter-add that gets repeated ids right (`d[ids] += dout` would keep one).
+        A token id that occurs n times receives the sum of its n upstream rows (`d[ids] += dout`
+        would keep only one). The sums are np.bincount of the ids weighted by one column of dout
+        at a time: several times faster than the scatter-add np.add.at, and summed in float64.
         """
-        dembeddings = np.zeros_like(self.embeddings)
-        np.add.at(dembeddings, ids.ravel(), dout.reshape(-1, dout.shape[-1]))
+        V, E = self.embeddings.shape
+        ids = np.asarray(ids)
+        if dout.ndim == 3 and dout.strides[0] < dout.strides[1]:
+            ids, dout = ids.T, dout.transpose(1, 0, 2)   # time-major in memory: read it in order
+        flat_ids = ids.ravel()
+        flat_dout = dout.reshape(-1, E)
+        dembeddings = np.empty((V, E), self.embeddings.dtype)
+        for j in range(E):
+            dembeddings[:, j] = np.bincount(flat_ids, weights=flat_dout[:, j], minlength=V)
         return [dembeddings]
 
 
@@ -101,6 +111,7 @@ class LSTM:
         self.recurrent_kernel = orthogonal(rng, (H, 4 * H)).astype(dtype)
         self.bias = np.zeros(4 * H, dtype)
         self.bias[H:2 * H] = 1.0
+        self._spare = _SpareArrays()
 
     @property
     def weights(self):
@@ -127,69 +138,79 @@ class LSTM:
         (B, T, H) when return_sequences.
 
         How it runs: arrays are time-major (T, B, ...). The batch rows are cut into slices, one
-        per worker thread (`numpy_lstm._threads`), and each thread runs the time loop on its
-        own rows; a slice's rows at one step are one contiguous block. Rows never interact, so
-        the split changes no result. A slice starts at its first step with an unmasked row:
-        before it every row is masked and keeps (h0, c0).
+        per worker thread (`numpy_lstm._threads`), and each thread runs the time loop on its own
+        rows; a slice's rows at one step are one contiguous block. Rows never interact, so the
+        split changes no result. With a pre-padding mask (each row: padding, then tokens) the
+        rows are first reordered by where their tokens start (see `_RowPlan`), so that at each
+        step the rows already started are a leading block of their slice: the step runs on those
+        rows only, and a row that has not started simply keeps (h0, c0), exactly as masking says.
         """
         B, T, E = x.shape
         H = self.units
         dtype = self.kernel.dtype
+        plan = _RowPlan(mask, B, T)
+        order = plan.order                     # row j of the loop's arrays is row order[j] of x
         # xh[t] = [x_t, h_{t-1}, 1] for t < T: the loop's matmul input, and backward's input for
         # the weight gradients. The loop writes h_t straight into xh[t + 1]; xh[T] holds h_T.
         xh = np.empty((T + 1, B, E + H + 1), dtype)
-        xh[:T, :, :E] = x.transpose(1, 0, 2)
+        xh[:T, :, :E] = (x if order is None else x[order]).transpose(1, 0, 2)
         xh[T, :, :E] = 0.0
         xh[:, :, E + H] = 1.0
-        c = np.empty((T + 1, B, H), dtype)     # c[t + 1] is c_t; c[0] is c0
+        c = self._spare.take((T + 1, B, H), dtype)      # c[t + 1] is c_t; c[0] is c0
         if initial_state is None:
             xh[0, :, E:E + H] = 0.0
             c[0] = 0.0
         else:
-            xh[0, :, E:E + H], c[0] = initial_state
-        gates = np.empty((T, B, 4 * H), dtype)  # gate values i, f, o, c~ of each step
-        tanh_c = np.empty((T, B, H), dtype)    # tanh(c_t)
-        m_tm = None if mask is None else np.ascontiguousarray(np.asarray(mask, bool).T)  # (T, B)
+            h0, c0 = initial_state
+            xh[0, :, E:E + H] = h0 if order is None else np.asarray(h0)[order]
+            c[0] = c0 if order is None else np.asarray(c0)[order]
+        gates = self._spare.take((T, B, 4 * H), dtype)  # gate values i, f, o, c~ of each step
+        tanh_c = self._spare.take((T, B, H), dtype)     # tanh(c_t)
         weights = self._loop_weights()
-        slices = _threads.split_rows(B)
-        starts = {(b0, b1): _first_active_step(m_tm, b0, b1, T) for b0, b1 in slices}
 
         def run_slice(b0, b1):
-            n = b1 - b0
             xhs, gs, cs, tcs = xh[:, b0:b1], gates[:, b0:b1], c[:, b0:b1], tanh_c[:, b0:b1]
-            hs = xhs[..., E:E + H]                    # hs[t] is h_{t-1}
-            t0 = starts[b0, b1]
-            hs[1:t0 + 1] = hs[0]                      # steps masked in every row keep (h0, c0)
+            hs = xhs[..., E:E + H]                        # hs[t] is h_{t-1}
+            t0, active, partial, unmasked = plan.slice_steps(b0, b1)
+            hs[1:t0 + 1] = hs[0]                          # steps masked in every row
             cs[1:t0 + 1] = cs[0]
-            partial, unmasked = _partial_steps(m_tm, b0, b1, T)
-            ig = np.empty((n, H), dtype)
+            for r, start in plan.late_rows(b0, b1):       # before its first token a row keeps
+                hs[1:start + 1, r] = hs[0, r]             # (h0, c0); zero gates there give
+                cs[1:start + 1, r] = cs[0, r]             # backward finite, unused factors
+                gs[:start, r] = 0.0
+                tcs[:start, r] = 0.0
+            ig = np.empty((b1 - b0, H), dtype)
             with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives sigmoid 0, rightly
                 for t in range(t0, T):
-                    z = gs[t]
-                    np.matmul(xhs[t], weights, out=z)          # pre-activations, loop layout
-                    sig = z[:, :3 * H]                         # -z of i, f, o
+                    k = active[t]                             # rows :k have started
+                    z = gs[t, :k]
+                    np.matmul(xhs[t, :k], weights, out=z)     # pre-activations, loop layout
+                    sig = z[:, :3 * H]                        # -z of i, f, o
                     np.exp(sig, out=sig)
                     sig += 1.0
-                    np.divide(1.0, sig, out=sig)               # i, f, o = 1 / (1 + exp(-z))
+                    np.divide(1.0, sig, out=sig)              # i, f, o = 1 / (1 + exp(-z))
                     g = z[:, 3 * H:]
-                    np.tanh(g, out=g)                          # c~ = tanh(z_c)
+                    np.tanh(g, out=g)                         # c~ = tanh(z_c)
                     i, f, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H]
-                    c_t = cs[t + 1]
-                    np.multiply(f, cs[t], out=c_t)
-                    np.multiply(i, g, out=ig)
-                    c_t += ig                                  # c_t = f * c_{t-1} + i * c~
-                    np.tanh(c_t, out=tcs[t])
-                    np.multiply(o, tcs[t], out=hs[t + 1])      # h_t = o * tanh(c_t)
+                    c_t = cs[t + 1, :k]
+                    np.multiply(f, cs[t, :k], out=c_t)
+                    np.multiply(i, g, out=ig[:k])
+                    c_t += ig[:k]                             # c_t = f * c_{t-1} + i * c~
+                    np.tanh(c_t, out=tcs[t, :k])
+                    np.multiply(o, tcs[t, :k], out=hs[t + 1, :k])  # h_t = o * tanh(c_t)
                     if partial[t]:
-                        # Masked rows carry the previous state; backward never uses their gates.
+                        # A mask with holes: masked rows carry the previous state.
                         masked = ~unmasked[t]
                         np.copyto(c_t, cs[t], where=masked)
                         np.copyto(hs[t + 1], hs[t], where=masked)
 
-        _threads.run_split(run_slice, slices)
-        states = xh[1:, :, E:E + H]                   # (T, B, H): h_1 .. h_T
-        out = states.transpose(1, 0, 2) if self.return_sequences else states[T - 1].copy()
-        cache = (xh, m_tm, gates, c, tanh_c, slices, starts)
+        _threads.run_split(run_slice, plan.slices)
+        if self.return_sequences:
+            out = plan.restore(xh[1:, :, E:E + H].transpose(1, 0, 2))   # h_1 .. h_T
+        else:
+            out = plan.restore(xh[T, :, E:E + H].copy())                # h_T (h0 if T = 0)
+        # A list, not a tuple: backward empties it, since it overwrites the gates with dz.
+        cache = [xh, plan, gates, c, tanh_c]
         return out, cache
 
     def backward(self, dout, cache):
@@ -198,55 +219,59 @@ class LSTM:
         dout: (B, H) for the last state, or (B, T, H) with return_sequences.
         Returns (dx (B, T, E), (dh0 (B, H), dc0 (B, H)), [dkernel, drecurrent_kernel, dbias]).
 
-        The loop runs on the forward's slices of the batch rows, one thread each. Per step only
+        The loop runs on the forward's slices and row order, one thread per slice. Per step only
         dh_t and dc_t carry the recurrence; the gate derivatives that multiply them do not, so
         they are computed for a block of steps at a time, in a few large element-wise ops, before
         the block's steps run. One matmul per step, dz_t @ [kernel; recurrent_kernel].T, gives
-        both dx_t and dh_{t-1}.
+        both dx_t and dh_{t-1}. The cache is spent: dz overwrites the gates.
         """
-        xh, m_tm, gates, c, tanh_c, slices, starts = cache
+        if cache[2] is None:
+            raise ValueError("this LSTM cache was used by an earlier backward: run forward again")
+        xh, plan, gates, c, tanh_c = cache
         T, B, _ = gates.shape
         H = self.units
         E = xh.shape[2] - H - 1
         dtype = gates.dtype
-        dz = np.empty((T, B, 4 * H), dtype)     # dL/dz_t, Keras gate order i, f, c, o
+        dz = gates  # dL/dz_t (Keras gate order i, f, c, o) overwrites the gates, block by block
         dxh = np.empty((T, B, E + H), dtype)    # dxh[t] = [dx_t, dh_{t-1} through step t]
         dh0 = np.empty((B, H), dtype)
         dc0 = np.empty((B, H), dtype)
+        dout = plan.reorder(np.asarray(dout, dtype))
         if self.return_sequences:
-            dh_seq = np.asarray(dout, dtype).transpose(1, 0, 2)    # (T, B, H)
+            dh_seq = dout.transpose(1, 0, 2)                        # (T, B, H)
             dh_last = np.zeros((B, H), dtype)
         else:
             dh_seq = None
-            dh_last = np.asarray(dout, dtype)
+            dh_last = dout
         weights_t = np.ascontiguousarray(np.concatenate([self.kernel, self.recurrent_kernel]).T)
 
         def run_slice(b0, b1):
             n = b1 - b0
-            t0 = starts[b0, b1]
+            t0, active, partial, unmasked = plan.slice_steps(b0, b1)
             gs, cs, tcs = gates[:, b0:b1], c[:, b0:b1], tanh_c[:, b0:b1]
-            dzs, dxhs = dz[:, b0:b1], dxh[:, b0:b1]
+            dzs, dxhs = gs, dxh[:, b0:b1]
             dhs = None if dh_seq is None else dh_seq[:, b0:b1]
-            partial, unmasked = _partial_steps(m_tm, b0, b1, T)
             dzs[:t0] = 0.0                    # steps masked in every row: no gradient through them
             dxhs[:t0, :, :E] = 0.0
             dh = dh_last[b0:b1].copy()        # dL/dh_t, from the step after t and from dout
             dc_next = np.zeros((n, H), dtype)
             dc = np.empty((n, H), dtype)
             carried = np.empty((n, H), dtype)
-            steps = max(1, min(T, _BACKWARD_BLOCK // (n * 5 * H)))
+            steps = max(1, min(T, _BACKWARD_BLOCK // (n * 6 * H)))
             # factor[j, :, k] turns dc_t (gates i, f, c~) or dh_t (gate o) into dz of gate k at
             # step lo + j; dc_factor[j] = o (1 - tanh(c_t)^2) turns dh_t into its share of dc_t.
             factor = np.empty((steps, n, 4, H), dtype)
             dc_factor = np.empty((steps, n, H), dtype)
+            forget = np.empty((steps, n, H), dtype)   # f, kept: dz_t will overwrite gates[t]
             for hi in range(T, t0, -steps):
                 lo = max(t0, hi - steps)
-                k = hi - lo
                 blk = gs[lo:hi]
-                i, f, o, g = (blk[..., j * H:(j + 1) * H] for j in range(4))
+                i, o, g = blk[..., :H], blk[..., 2 * H:3 * H], blk[..., 3 * H:]
                 tc, c_prev = tcs[lo:hi], cs[lo:hi]
-                fi, ff, fg, fo = (factor[:k, :, j] for j in range(4))
-                fc = dc_factor[:k]
+                fi, ff, fg, fo = (factor[:hi - lo, :, j] for j in range(4))
+                fc = dc_factor[:hi - lo]
+                f = forget[:hi - lo]
+                np.copyto(f, blk[..., H:2 * H])   # the forget gate
                 np.subtract(1.0, i, out=fi)
                 fi *= i
                 fi *= g                       # dz_i = dc * c~ i (1 - i)
@@ -264,34 +289,38 @@ class LSTM:
                 fc *= o                       # dc_t = dc_{t+1} f_{t+1} + dh * o (1 - tanh(c_t)^2)
                 for t in range(hi - 1, lo - 1, -1):
                     j = t - lo
+                    k = active[t]             # rows :k have started; the others pass dh, dc on
                     if dhs is not None:
                         dh += dhs[t]          # the step's own output gradient
-                    np.multiply(dh, fc[j], out=dc)
-                    dc += dc_next
+                    np.multiply(dh[:k], fc[j, :k], out=dc[:k])
+                    dc[:k] += dc_next[:k]
                     dz_t = dzs[t]
-                    dz_gates = dz_t.reshape(n, 4, H)
-                    np.multiply(factor[j, :, :3], dc[:, None, :], out=dz_gates[:, :3])
-                    np.multiply(factor[j, :, 3], dh, out=dz_gates[:, 3])
-                    dh_prev = dxhs[t, :, E:]
+                    dz_gates = dz_t[:k].reshape(k, 4, H)
+                    np.multiply(factor[j, :k, :3], dc[:k, None, :], out=dz_gates[:, :3])
+                    np.multiply(factor[j, :k, 3], dh[:k], out=dz_gates[:, 3])
+                    if k < n:
+                        dz_t[k:] = 0.0
+                        dxhs[t, k:, :E] = 0.0
                     if not partial[t]:
-                        np.multiply(dc, f[j], out=dc_next)               # dc_{t-1}
-                        np.matmul(dz_t, weights_t, out=dxhs[t])          # dx_t, dh_{t-1}
+                        np.multiply(dc[:k], f[j, :k], out=dc_next[:k])      # dc_{t-1}
+                        np.matmul(dz_t[:k], weights_t, out=dxhs[t, :k])     # dx_t, dh_{t-1}
+                        np.copyto(dh[:k], dxhs[t, :k, E:])
                     else:
-                        # A masked step is the identity on (h, c): gradients pass straight through.
+                        # A mask with holes: a masked step is the identity on (h, c), so
+                        # gradients pass straight through it.
                         m = unmasked[t]
                         dz_t *= m
                         np.multiply(dc, f[j], out=carried)
                         np.copyto(dc_next, carried, where=m)
-                        np.matmul(dz_t, weights_t, out=dxhs[t])          # zero on masked rows
-                        np.copyto(dh_prev, dh, where=~m)
-                    dh = dh_prev
+                        np.matmul(dz_t, weights_t, out=dxhs[t])             # zero on masked rows
+                        np.copyto(dh, dxhs[t, :, E:], where=m)
             if dhs is not None:
                 for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
                     dh += dhs[t]
             dh0[b0:b1] = dh
             dc0[b0:b1] = dc_next
 
-        _threads.run_split(run_slice, slices)
+        _threads.run_split(run_slice, plan.slices)
 
         # The weights are shared across time, so their gradients are sums over all steps and rows:
         # [dkernel; drecurrent_kernel; dbias] = sum_t [x_t, h_{t-1}, 1].T @ dz_t, one matmul over
@@ -299,23 +328,118 @@ class LSTM:
         dweights = _threads.matmul_columns(xh[:T].reshape(T * B, E + H + 1).T,
                                            dz.reshape(T * B, 4 * H))
         dkernel, drecurrent, dbias = dweights[:E], dweights[E:E + H], dweights[E + H]
-        dx = dxh[:, :, :E].transpose(1, 0, 2)
-        return dx, (dh0, dc0), [dkernel, drecurrent, dbias]
+        cache[2:5] = [None] * 3               # the gates are spent: hand the big arrays back
+        self._spare.give(gates, c, tanh_c)
+        dx = plan.restore(dxh[:, :, :E].transpose(1, 0, 2))
+        return dx, (plan.restore(dh0), plan.restore(dc0)), [dkernel, drecurrent, dbias]
 
-def _first_active_step(m_tm, b0, b1, T):
-    """First step at which some row of b0:b1 is unmasked (T if none; 0 without a mask)."""
-    if m_tm is None:
-        return 0
-    active = m_tm[:, b0:b1].any(axis=1)
-    return int(active.argmax()) if active.any() else T
+class _SpareArrays:
+    """A few large arrays that LSTM.backward hands back for the next forward to reuse.
+
+    A new array's pages are mapped on first touch, which costs here about 10-15 ms per 50 MB:
+    a sizeable share of a forward + backward at the tutorial's shapes. Arrays are kept flat and
+    lent out as views of the requested shape; only arrays that never leave the layer go here.
+    """
+
+    KEEP = 3
+
+    def __init__(self):
+        self._arrays = []
+        self._lock = threading.Lock()
+
+    def take(self, shape, dtype):
+        """An uninitialised array of this shape and dtype, reused when one is large enough."""
+        size = int(np.prod(shape))
+        with self._lock:
+            fits = [k for k, a in enumerate(self._arrays) if a.dtype == dtype and a.size >= size]
+            if fits:
+                best = self._arrays.pop(min(fits, key=lambda k: self._arrays[k].size))
+                return best[:size].reshape(shape)
+        return np.empty(size, dtype).reshape(shape)
+
+    def give(self, *arrays):
+        """Return arrays obtained from `take`; only the KEEP largest are kept."""
+        with self._lock:
+            for a in arrays:
+                flat = a if a.base is None else a.base
+                if flat.ndim == 1 and all(flat is not b for b in self._arrays):
+                    self._arrays.append(flat)
+            self._arrays.sort(key=lambda a: a.size, reverse=True)
+            del self._arrays[self.KEEP:]
 
 
-def _partial_steps(m_tm, b0, b1, T):
-    """For rows b0:b1: per step, whether some row is masked; and the mask as (T, n, 1) or None."""
-    if m_tm is None:
-        return [False] * T, None
-    unmasked = m_tm[:, b0:b1, None]
-    return (~unmasked.all(axis=(1, 2))).tolist(), unmasked
+
+class _RowPlan:
+    """How LSTM.forward and backward share the batch rows among threads, and where each starts.
+
+    Without a mask: the rows as they are, cut into `_threads.split_rows` slices; every row is
+    active at every step. With a pre-padding mask (every row masked, then unmasked to the end,
+    as pad_sequences(padding="pre") and mask_zero give): the rows are sorted by their first
+    unmasked step and dealt out to the slices in turn (row j of the sorted order to slice
+    j mod P), so the slices get similar mixes of lengths and, within a slice, the rows that have
+    started at step t are its first `active[t]` rows. Any other mask (holes in the middle):
+    rows as they are, and masked rows copy their previous state at each partial step.
+
+    The loop's arrays hold the rows in `order` (None: as given); `restore` and `reorder` map
+    arrays with a batch axis first between the two orders.
+    """
+
+    def __init__(self, mask, B, T):
+        self.T = T
+        self.slices = _threads.split_rows(B)
+        self.order = self._inverse = None
+        self.unmasked = None                     # (T, B, 1) in loop order, for masks with holes
+        if mask is None or T == 0:
+            self.start = np.zeros(B, int)
+            return
+        mask = np.asarray(mask, bool)
+        started = np.logical_or.accumulate(mask, axis=1)
+        self.start = np.where(started.any(axis=1), started.argmax(axis=1), T)
+        if not np.array_equal(started, mask):    # a hole after the first token
+            self.unmasked = np.ascontiguousarray(mask.T)[:, :, None]
+            return
+        if not self.start.any():                 # nothing masked: no need to reorder
+            return
+        by_start = np.argsort(self.start, kind="stable")
+        parts = len(self.slices)
+        self.order = np.concatenate([by_start[p::parts] for p in range(parts)])
+        sizes = [len(by_start[p::parts]) for p in range(parts)]
+        bounds = np.cumsum([0] + sizes)
+        self.slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        self.start = self.start[self.order]
+        self._inverse = np.argsort(self.order)
+
+    def slice_steps(self, b0, b1):
+        """For rows b0:b1 (loop order): (t0, active, partial, unmasked).
+
+        t0: the first step at which some row has started (the loop skips the steps before);
+        active[t]: how many leading rows have started at step t; partial[t]: the step needs
+        the masked-copy treatment (masks with holes only); unmasked: that mask, (T, n, 1).
+        """
+        T = self.T
+        start = self.start[b0:b1]
+        t0 = int(start.min()) if len(start) else T
+        active = np.searchsorted(start, np.arange(T), side="right").tolist() \
+            if self.order is not None else [b1 - b0] * T
+        if self.unmasked is None:
+            return t0, active, [False] * T, None
+        unmasked = self.unmasked[:, b0:b1]
+        return t0, active, (~unmasked.all(axis=(1, 2))).tolist(), unmasked
+
+    def late_rows(self, b0, b1):
+        """(row within the slice, first step) of the rows of b0:b1 that start after step 0."""
+        if self.order is None:
+            return []
+        return [(r, int(s)) for r, s in enumerate(self.start[b0:b1]) if s > 0]
+
+    def restore(self, a):
+        """An array in loop row order (batch axis first) back in the caller's order."""
+        return a if self._inverse is None else a[self._inverse]
+
+    def reorder(self, a):
+        """An array in the caller's row order (batch axis first) in loop order."""
+        return a if self.order is None else a[self.order]
+
 
 class Dropout:
     """Inverted dropout: zero each unit with probability `rate`, scale the rest by 1 / (1 - rate).

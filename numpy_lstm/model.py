@@ -139,7 +139,7 @@ class SentimentLSTM:
         loss, dlogits = binary_crossentropy(logits, labels)
         return loss, self.backward(dlogits, cache)
 
-    def predict(self, ids, batch_size=256):
+    def predict(self, ids, batch_size=64):
         """Probabilities of the positive class (B,), computed batch_size rows at a time."""
         ids = np.asarray(ids)
         if len(ids) == 0:

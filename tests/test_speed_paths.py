@@ -1,0 +1,196 @@
+"""The fast paths give the plain path's answers: thread splits, skipped padding, reused buffers."""
+import numpy as np
+import pytest
+
+from numpy_lstm import LSTM, Embedding, check_gradient
+from numpy_lstm import _threads
+
+
+@pytest.fixture
+def tiny_slices(monkeypatch):
+    """Let the batch be cut into slices of a single row, so small tests exercise the split."""
+    monkeypatch.setattr(_threads, "MIN_ROWS_PER_THREAD", 1)
+    yield
+    _threads.set_num_threads(None)
+
+
+def run(layer, x, mask, state, dout_seed=1):
+    """Forward and backward once: [out, dx, dh0, dc0, dkernel, drecurrent, dbias]."""
+    out, cache = layer.forward(x, mask, state)
+    dout = np.random.default_rng(dout_seed).normal(size=out.shape)
+    dx, (dh0, dc0), grads = layer.backward(dout, cache)
+    return [out, dx, dh0, dc0] + grads
+
+
+def make_case(B, T=7, E=4, H=5, return_sequences=False, masked=False, seed=0):
+    rng = np.random.default_rng(seed)
+    layer = LSTM(E, H, rng, return_sequences=return_sequences, dtype=np.float64)
+    layer.bias[:] = rng.normal(size=layer.bias.shape)
+    x = rng.normal(size=(B, T, E))
+    state = (rng.normal(size=(B, H)), rng.normal(size=(B, H)))
+    mask = None
+    if masked:
+        lengths = rng.integers(0, T + 1, B)          # pre-padding, some rows empty, some full
+        mask = np.arange(T)[None, :] >= (T - lengths)[:, None]
+        if masked == "holes" and B > 2:
+            mask[B // 2, T // 2] = False              # a hole in the middle of a row
+    return layer, x, mask, state
+
+
+@pytest.mark.parametrize("B", [1, 2, 5, 13])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("masked", [None, "pre", "holes"])
+def test_split_matches_single_thread(tiny_slices, B, return_sequences, masked):
+    layer, x, mask, state = make_case(B, return_sequences=return_sequences, masked=masked)
+    _threads.set_num_threads(1)
+    expected = run(layer, x, mask, state)
+    for threads in (2, 3, 4):                     # 13 rows: slices of 6/7, 4/4/5, 3/3/3/4
+        _threads.set_num_threads(threads)
+        got = run(layer, x, mask, state)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_default_split_is_deterministic_and_equal():
+    """At the real minimum slice size: repeatable for a thread count, equal across counts."""
+    layer, x, mask, state = make_case(37, T=9, E=6, H=8, masked="pre", seed=2)
+    _threads.set_num_threads(1)
+    expected = run(layer, x, mask, state)
+    try:
+        for threads in (2, 3, 4):
+            _threads.set_num_threads(threads)
+            first = run(layer, x, mask, state)
+            again = run(layer, x, mask, state)
+            for a, b, c in zip(first, again, expected):
+                np.testing.assert_array_equal(a, b)
+                np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-13)
+    finally:
+        _threads.set_num_threads(None)
+
+
+def test_split_gradients_check_numerically(tiny_slices):
+    _threads.set_num_threads(3)
+    B, T, E, H = 5, 6, 3, 4
+    layer, x, mask, (h0, c0) = make_case(B, T, E, H, return_sequences=True, masked="pre", seed=3)
+    out, cache = layer.forward(x, mask, (h0, c0))
+    dout = np.random.default_rng(4).normal(size=out.shape)
+    dx, (dh0, dc0), grads = layer.backward(dout, cache)
+    f = lambda: layer.forward(x, mask, (h0, c0))[0]  # noqa: E731
+    pairs = [(x, dx), (h0, dh0), (c0, dc0)] + list(zip(layer.weights, grads))
+    errors = [check_gradient(f, a, dout, g) for a, g in pairs]
+    assert max(errors) < 1e-6, errors
+
+
+@pytest.mark.parametrize("masked", ["pre", "holes"])
+def test_split_gradients_check_numerically_masks(tiny_slices, masked):
+    _threads.set_num_threads(2)
+    layer, x, mask, (h0, c0) = make_case(6, 5, 3, 4, masked=masked, seed=11)
+    out, cache = layer.forward(x, mask, (h0, c0))
+    dout = np.random.default_rng(12).normal(size=out.shape)
+    dx, (dh0, dc0), grads = layer.backward(dout, cache)
+    f = lambda: layer.forward(x, mask, (h0, c0))[0]  # noqa: E731
+    pairs = [(x, dx), (h0, dh0), (c0, dc0)] + list(zip(layer.weights, grads))
+    errors = [check_gradient(f, a, dout, g) for a, g in pairs]
+    assert max(errors) < 1e-6, errors
+
+
+def test_prepadded_rows_in_any_order_equal_one_at_a_time(tiny_slices):
+    """Rows are reordered by start inside the layer; each must equal its own unpadded run."""
+    _threads.set_num_threads(3)
+    layer, x, mask, _ = make_case(9, T=8, masked="pre", seed=13)
+    layer.return_sequences = True
+    out, cache = layer.forward(x, mask)
+    dout = np.random.default_rng(14).normal(size=out.shape)
+    dx, _, _ = layer.backward(dout, cache)
+    for b in range(9):
+        n = int(mask[b].sum())
+        if n == 0:
+            assert not out[b].any() and not dx[b].any()
+            continue
+        out_b, cache_b = layer.forward(x[b:b + 1, 8 - n:])
+        np.testing.assert_allclose(out[b, 8 - n:], out_b[0], rtol=1e-12, atol=1e-13)
+        assert not out[b, :8 - n].any()               # h stays h0 = 0 over the padding
+        dx_b, _, _ = layer.backward(dout[b:b + 1, 8 - n:], cache_b)
+        np.testing.assert_allclose(dx[b, 8 - n:], dx_b[0], rtol=1e-10, atol=1e-12)
+
+
+def test_slice_of_all_padding_keeps_state_and_passes_gradient(tiny_slices):
+    """A slice whose rows are masked at every step runs no step at all."""
+    layer, x, _, state = make_case(4, T=5)
+    mask = np.ones((4, 5), bool)
+    mask[2:] = False                                # the second slice of two is all padding
+    _threads.set_num_threads(2)
+    out, cache = layer.forward(x, mask, state)
+    np.testing.assert_array_equal(out[2:], state[0][2:])
+    dout = np.random.default_rng(5).normal(size=out.shape)
+    dx, (dh0, dc0), _ = layer.backward(dout, cache)
+    np.testing.assert_array_equal(dh0[2:], dout[2:])
+    assert not dc0[2:].any() and not dx[2:].any()
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(6)
+    layer = LSTM(3, 4, rng, return_sequences=True)
+    x = rng.normal(size=(2, 5, 3)).astype(np.float32)
+    out, cache = layer.forward(x, np.ones((2, 5), bool))
+    dx, (dh0, dc0), grads = layer.backward(rng.normal(size=out.shape), cache)  # float64 dout
+    assert all(a.dtype == np.float32 for a in [out, dx, dh0, dc0] + grads)
+
+
+def test_cache_is_spent_by_backward_and_buffers_are_reused():
+    layer, x, mask, state = make_case(6, masked="holes", seed=7)
+    first = run(layer, x, mask, state)
+    out, cache = layer.forward(x, mask, state)       # reuses the arrays backward handed back
+    layer.backward(np.ones(out.shape), cache)
+    with pytest.raises(ValueError, match="run forward again"):
+        layer.backward(np.ones(out.shape), cache)
+    second = run(layer, x, mask, state)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_embedding_backward_equals_scatter_add(time_major):
+    rng = np.random.default_rng(8)
+    layer = Embedding(11, 3, rng, dtype=np.float64)
+    ids = rng.integers(0, 11, (4, 9))
+    dout = rng.normal(size=(9, 4, 3)).transpose(1, 0, 2) if time_major else rng.normal(size=(4, 9, 3))
+    expected = np.zeros((11, 3))
+    np.add.at(expected, ids.ravel(), dout.reshape(-1, 3))
+    np.testing.assert_allclose(layer.backward(dout, ids)[0], expected, rtol=1e-12, atol=1e-14)
+
+
+def test_thread_settings(monkeypatch):
+    monkeypatch.setenv("NUMPY_LSTM_THREADS", "3")
+    _threads.set_num_threads(None)
+    assert _threads.get_num_threads() == 3
+    _threads.set_num_threads(1)
+    assert _threads.get_num_threads() == 1
+    _threads.set_num_threads(None)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            _threads.set_num_threads(bad)
+    monkeypatch.setenv("NUMPY_LSTM_THREADS", "many")
+    with pytest.raises(ValueError, match="NUMPY_LSTM_THREADS"):
+        _threads.get_num_threads()
+
+
+def test_split_rows_covers_the_batch():
+    for rows in (1, 7, 16, 17, 64, 129):
+        for threads in (1, 2, 3, 8):
+            slices = _threads.split_rows(rows, threads)
+            assert slices[0][0] == 0 and slices[-1][1] == rows
+            assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
+            assert len(slices) == 1 or min(b - a for a, b in slices) >= _threads.MIN_ROWS_PER_THREAD
+
+
+def test_blas_threads_restores_and_matmul_columns():
+    before = _threads.get_blas_threads()
+    with _threads.blas_threads(1):
+        if _threads.blas_thread_control():
+            assert _threads.get_blas_threads() == 1
+    assert _threads.get_blas_threads() == before
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(size=(70, 400)), rng.normal(size=(400, 100))  # over MIN_SPLIT_FLOPS
+    for threads in (1, 2, 3):
+        np.testing.assert_allclose(_threads.matmul_columns(a, b, threads), a @ b, rtol=1e-12)
