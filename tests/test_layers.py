@@ -241,3 +241,15 @@ def test_bidirectional_is_two_lstms_and_its_gradients(return_sequences):
     f = lambda: layer.forward(x, mask)[0]  # noqa: E731
     errors = [check_gradient(f, a, dout, g) for a, g in [(x, dx)] + list(zip(layer.weights, grads))]
     assert max(errors) < TOL, errors
+
+
+def test_lstm_saturated_gates_give_no_warnings_and_finite_gradients():
+    rng = np.random.default_rng(9)
+    layer = LSTM(4, 3, rng)
+    x = (rng.choice([-1.0, 1.0], size=(2, 5, 4)) * 1000).astype(np.float32)  # |z| in the thousands
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, cache = layer.forward(x)
+        dx, _, grads = layer.backward(np.ones_like(out), cache)
+    assert np.all(np.isfinite(out)) and np.all(np.abs(out) <= 1)
+    assert all(np.all(np.isfinite(g)) for g in [dx, *grads])
