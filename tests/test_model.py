@@ -14,15 +14,31 @@ def small_model(mask_zero=False, seed=0):
     return model
 
 
+def model_gradient_errors(model, ids, labels, rng_state=None):
+    """Relative error of every weight's gradient of the mean loss, {weight name: error}.
+
+    With rng_state, dropout is active and draws the same masks on every evaluation.
+    """
+    def loss_and_grads():
+        rng = None
+        if rng_state is not None:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = rng_state
+        return model.gradients(ids, labels, rng=rng)
+
+    _, grads = loss_and_grads()
+    f = lambda: np.array(loss_and_grads()[0])  # noqa: E731
+    return {name: check_gradient(f, w, np.array(1.0), g)
+            for name, w, g in zip(model.weight_names, model.weights, grads)}
+
+
 @pytest.mark.parametrize("mask_zero", [False, True])
 def test_model_gradients_every_weight(mask_zero):
     model = small_model(mask_zero)
     ids = np.array([[0, 0, 3, 1, 6], [2, 5, 5, 1, 4], [0, 0, 0, 0, 2]])
     labels = np.array([1, 0, 1])
-    loss, grads = model.gradients(ids, labels)
-    f = lambda: np.array(model.gradients(ids, labels)[0])  # noqa: E731
-    errors = [check_gradient(f, w, np.array(1.0), g) for w, g in zip(model.weights, grads)]
-    assert max(errors) < 1e-6, errors
+    errors = model_gradient_errors(model, ids, labels)
+    assert max(errors.values()) < 1e-6, errors
 
 
 def test_weights_in_keras_sequential_order():
@@ -144,16 +160,11 @@ def test_dropout_gradients_and_inference():
     labels = np.array([1, 0])
     # The same rng state each call gives the same dropout masks, so the loss is a fixed function.
     state = np.random.default_rng(7).bit_generator.state
-
-    def loss_and_grads():
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state
-        return model.gradients(ids, labels, rng=rng)
-
-    loss, grads = loss_and_grads()
-    f = lambda: np.array(loss_and_grads()[0])  # noqa: E731
-    errors = [check_gradient(f, w, np.array(1.0), g) for w, g in zip(model.weights, grads)]
-    assert max(errors) < 1e-6, errors
+    errors = model_gradient_errors(model, ids, labels, rng_state=state)
+    assert max(errors.values()) < 1e-6, errors
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    loss, _ = model.gradients(ids, labels, rng=rng)
     assert loss != model.gradients(ids, labels)[0]  # dropout changed the training loss
     np.testing.assert_array_equal(model.predict(ids), model.predict(ids))  # and not inference
 
@@ -172,10 +183,8 @@ def test_model_gradients_with_pooling(pooling):
     model.rnns[0].bias[:] = np.random.default_rng(1).normal(size=model.rnns[0].bias.shape)
     ids = np.array([[0, 0, 3, 1, 6], [2, 5, 5, 1, 4], [0, 0, 0, 0, 2]])
     labels = np.array([1, 0, 1])
-    _, grads = model.gradients(ids, labels)
-    f = lambda: np.array(model.gradients(ids, labels)[0])  # noqa: E731
-    errors = [check_gradient(f, w, np.array(1.0), g) for w, g in zip(model.weights, grads)]
-    assert max(errors) < 1e-6, errors
+    errors = model_gradient_errors(model, ids, labels)
+    assert max(errors.values()) < 1e-6, errors
 
 
 @pytest.mark.parametrize("bidirectional, num_layers", [(False, 2), (True, 1), (True, 2)])
@@ -188,10 +197,8 @@ def test_stacked_and_bidirectional_models(bidirectional, num_layers, tmp_path):
             w[...] = rng.normal(size=w.shape)
     ids = np.array([[0, 0, 3, 1, 6], [2, 5, 5, 1, 4], [0, 0, 0, 0, 2]])
     labels = np.array([1, 0, 1])
-    _, grads = model.gradients(ids, labels)
-    f = lambda: np.array(model.gradients(ids, labels)[0])  # noqa: E731
-    errors = [check_gradient(f, w, np.array(1.0), g) for w, g in zip(model.weights, grads)]
-    assert max(errors) < 1e-6, dict(zip(model.weight_names, errors))
+    errors = model_gradient_errors(model, ids, labels)
+    assert max(errors.values()) < 1e-6, errors
     assert len(model.weight_names) == 3 + 3 * num_layers * (2 if bidirectional else 1)
     model.save(tmp_path / "m.npz")
     np.testing.assert_array_equal(SentimentLSTM.load(tmp_path / "m.npz").predict(ids), model.predict(ids))
