@@ -392,9 +392,11 @@ def fit(config, out, resume=False, quiet=False, log=print):
     state = {"epoch": 0, "history": [], "best_val_loss": None, "best_epoch": None, "wait": 0,
              "stopped_early": False, "train_seconds": 0.0}
     best_weights = None
-    if resume:
+    if resume and os.path.exists(run.file("checkpoint.npz")):
         state, best_weights = load_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng)
         say(f"resuming {out} after epoch {state['epoch']}")
+    elif resume:
+        say(f"{out} stopped before its first checkpoint: starting it from the beginning")
 
     lengths = (x_train != 0).sum(axis=1)
     while state["epoch"] < config.epochs and not state["stopped_early"]:

@@ -205,3 +205,14 @@ def test_help_reads_well():
                  "--epochs", "--batch-size", "--lr", "--seed", "--out", "--mask", "--keep-negations", "--resume",
                  "--quiet"):
         assert flag in stdout
+
+
+def test_resume_before_the_first_checkpoint_starts_over(tree, tmp_path):
+    straight, early = tmp_path / "straight", tmp_path / "early"
+    main(["train", "--data", str(tree), "--out", str(straight), "--epochs", "2", "--seed", "4", *TINY])
+    main(["train", "--data", str(tree), "--out", str(early), "--epochs", "2", "--seed", "4", *TINY])
+    (early / "checkpoint.npz").unlink()   # as if killed during the first epoch
+    (early / "metrics.json").unlink()
+    assert main(["train", "--resume", str(early), "--quiet"]) == 0
+    a, b = weights_of(straight / "model.npz"), weights_of(early / "model.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a if k != "config")
