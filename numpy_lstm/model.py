@@ -59,7 +59,7 @@ class SentimentLSTM:
         self.pooling = None if pooling == "last" else TimePooling(pooling)
         self.dense = Dense(width, 1, rng, dtype)
         self.weight_names = ["embedding/embeddings"]
-        for k, rnn in enumerate(self.rnns):
+        for k in range(num_layers):
             prefix = "lstm" if k == 0 else f"lstm_{k}"
             directions = ("forward/", "backward/") if bidirectional else ("",)
             self.weight_names += [f"{prefix}/{d}{name}" for d in directions
