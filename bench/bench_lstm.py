@@ -4,15 +4,16 @@
 
 One process, one run, in this order:
 
-1. this machine's float32 matmul peak: a 2048^3 sgemm at each thread count, the best run of
-   the better of OpenBLAS's own threads and our column split (numpy_lstm/_threads.py);
+1. this machine's float32 matmul peak: a 2048^3 sgemm at each thread count (OpenBLAS's own
+   threads), the best run;
 2. forward, and forward + backward, of our LSTM layer and of the whole tutorial model
    (Embedding -> LSTM -> Dense), at the tutorial's shapes (batch 64, 500 steps, 32 -> 100) and
-   at a larger one (batch 128, 200 steps, 128 -> 256), float32, at each thread count; when torch
+   at a larger one (batch 128, 200 steps, 128 -> 256), float32, at each core count (ours: the
+   calling process and worker processes, numpy_lstm/_parallel.py); when torch
    is importable, torch.nn.LSTM on the same shapes and weights (checked equal to 1e-4) too;
 3. the padding tax: a tutorial-sized epoch (800 reviews, batch 64) with lengths drawn like the
    real ones, masked and bucketed by length vs unmasked at full length;
-4. the peak memory (max RSS) of the tutorial's training, in a fresh subprocess.
+4. the peak memory (max RSS) of the tutorial's training, in a fresh subprocess, plus its workers'.
 
 Every time is the median of --repeats runs after one warm-up run; the repeats of all the
 variants being compared are interleaved (A B C A B C ...) so that a busy spell of the machine
@@ -34,7 +35,7 @@ import time
 
 import numpy as np
 
-from numpy_lstm import LSTM, Adam, SentimentLSTM, _threads
+from numpy_lstm import LSTM, Adam, SentimentLSTM, _parallel
 
 SHAPES = {  # name: (batch B, steps T, input E, units H, vocabulary V)
     "tutorial": (64, 500, 32, 100, 500),
@@ -72,7 +73,7 @@ def interleaved_medians(cases, repeats, statistic=statistics.median):
 # matmul peak
 
 def peak_gflops(threads_list, repeats, n=2048):
-    """{threads: GFLOP/s} of an n^3 float32 matmul, the better of OpenBLAS's threads and ours."""
+    """{threads: GFLOP/s} of an n^3 float32 matmul on OpenBLAS's threads."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
@@ -80,14 +81,12 @@ def peak_gflops(threads_list, repeats, n=2048):
     cases = {}
     for k in threads_list:
         def blas(k=k):
-            with _threads.blas_threads(k):
+            with _parallel.blas_threads(k):
                 np.matmul(a, b, out=out)
         cases[f"openblas {k}"] = (lambda: None, blas)
-        cases[f"split {k}"] = (lambda: None, lambda k=k: _threads.matmul_columns(a, b, k))
     medians = interleaved_medians(cases, repeats, statistic=min)   # a peak: the best run
     flops = 2 * n ** 3
-    return {k: max(flops / medians[f"openblas {k}"], flops / medians[f"split {k}"]) / 1e9
-            for k in threads_list}, {name: flops / s / 1e9 for name, s in medians.items()}
+    return {k: flops / medians[f"openblas {k}"] / 1e9 for k in threads_list}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,7 +123,7 @@ def bench_shape(name, threads_list, repeats, torch):
 
     cases = {}
     for k in threads_list:
-        use = (lambda k=k: _threads.set_num_threads(k))
+        use = (lambda k=k: _parallel.set_num_threads(k))
         cases[("ours", "LSTM forward", k)] = (use, lambda: lstm.forward(x))
         cases[("ours", "LSTM forward+backward", k)] = (use, lstm_train_step)
         cases[("ours", "model forward", k)] = (use, lambda: model.forward(ids))
@@ -151,7 +150,7 @@ def bench_shape(name, threads_list, repeats, torch):
             cases[("torch", "LSTM forward+backward", k)] = (use, torch_train_step)
 
         # Same thing computed? Outputs to 1e-4; gradients reported alongside.
-        _threads.set_num_threads(threads_list[-1])
+        _parallel.set_num_threads(threads_list[-1])
         ours_out, cache = lstm.forward(x)
         dx, _, (dkernel, drec, dbias) = lstm.backward(dout, cache)
         torch_train_step()
@@ -216,7 +215,7 @@ def padding_tax(threads, repeats, n_reviews=800, batch_size=64, maxlen=500, voca
             _, grads = model.gradients(ids[b], labels[b])
             opt.step(model.weights, grads)
 
-    _threads.set_num_threads(threads)
+    _parallel.set_num_threads(threads)
     steps_run = sum(int(lengths[b].max()) for b in bucketed)
     cases = {"unmasked, full length": (lambda: None, lambda: epoch(False, plain)),
              "masked, bucketed by length": (lambda: None, lambda: epoch(True, bucketed))}
@@ -236,11 +235,16 @@ def padding_tax(threads, repeats, n_reviews=800, batch_size=64, maxlen=500, voca
 MEMORY_SCRIPT = r"""
 import sys
 import numpy as np
-from numpy_lstm import Adam, SentimentLSTM
+from numpy_lstm import Adam, SentimentLSTM, _parallel
 
-def peak_mb():  # VmHWM: this process's own high-water mark (ru_maxrss would include the parent's)
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+def peak_mb():
+    # VmHWM: a process's own high-water mark (ru_maxrss would include the parent's), summed over
+    # this process and its LSTM workers. Pages they share since the fork count twice: an upper bound.
+    total = 0
+    for pid in ["self"] + [w.process.pid for w in _parallel._workers]:
+        with open(f"/proc/{pid}/status") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    return total
 
 rng = np.random.default_rng(0)
 # What the tutorial's run holds: 800 training and 200 held-out reviews and the 25,000 official
@@ -286,7 +290,7 @@ def machine_info(torch):
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "openblas_thread_control": _threads.blas_thread_control(),
+            "numpy": np.__version__, "openblas_thread_control": _parallel.blas_thread_control(),
             "torch": None if torch is None else torch.__version__,
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
@@ -311,21 +315,19 @@ def main():
 
     started = time.perf_counter()
     result = {"machine": machine_info(torch), "repeats": repeats}
-    peak, peak_detail = peak_gflops(threads_list, repeats)
-    result["peak_gflops"] = peak
-    result["peak_detail"] = peak_detail
+    result["peak_gflops"] = peak_gflops(threads_list, repeats)
     result["rows"], result["torch_check"] = [], {}
     for name in SHAPES:
         rows, check = bench_shape(name, threads_list, repeats, torch)
         result["rows"] += rows
         result["torch_check"][name] = check
     for row in result["rows"]:
-        row["fraction_of_peak"] = row["gflops"] / peak[row["threads"]]
+        row["fraction_of_peak"] = row["gflops"] / result["peak_gflops"][row["threads"]]
     result["padding_tax"] = padding_tax(max(threads_list), repeats)
     result["peak_rss_mb"] = None if args.quick else peak_memory_mb(max(threads_list))
     result["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result["seconds"] = time.perf_counter() - started
-    _threads.set_num_threads(None)
+    _parallel.set_num_threads(None)
     if args.json_file:
         with open(args.json_file, "w") as f:
             json.dump(result, f, indent=1)

@@ -20,7 +20,7 @@ import types
 import numpy as np
 
 import numpy_lstm
-from numpy_lstm import _threads
+from numpy_lstm import _parallel
 
 
 class TimedNumpy:
@@ -69,7 +69,7 @@ def main():
     parser.add_argument("--rev", help="profile numpy_lstm/layers.py as of this git revision")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    _threads.set_num_threads(1)
+    _parallel.set_num_threads(1)
     layers = load_layers(args.rev)
     B, T, E, H, V = 64, 500, 32, 100, 500
     rng = np.random.default_rng(0)
@@ -91,7 +91,7 @@ def main():
     phases = {}
 
     runs = []
-    with _threads.blas_threads(1):
+    with _parallel.blas_threads(1):
         step()                                   # warm-up, untimed
         for _ in range(args.repeats):
             totals = collections.Counter()

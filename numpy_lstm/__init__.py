@@ -1,5 +1,5 @@
 """numpy-lstm: the Keras IMDB LSTM sentiment tutorial, reimplemented by hand on NumPy."""
-from ._threads import get_num_threads, set_num_threads
+from ._parallel import get_num_threads, set_num_threads
 from .data import ImdbData, load_imdb, train_test_split
 from .errors import NumpyLSTMError
 from .gradcheck import check_gradient, numerical_gradient, relative_error

@@ -7,11 +7,9 @@ returns their gradients in the same order.
 
 Shapes: B batch, T time steps, E embedding width, H LSTM units, V vocabulary size.
 """
-import threading
-
 import numpy as np
 
-from . import _threads
+from . import _parallel
 from .initializers import glorot_uniform, orthogonal
 
 # Elements of the block of gate-derivative factors that LSTM.backward fills before running the
@@ -111,6 +109,7 @@ class LSTM:
         self.recurrent_kernel = orthogonal(rng, (H, 4 * H)).astype(dtype)
         self.bias = np.zeros(4 * H, dtype)
         self.bias[H:2 * H] = 1.0
+        self.key = _parallel.new_layer_key(self)   # names this layer to the worker processes
         self._spare = _SpareArrays()
 
     @property
@@ -137,23 +136,55 @@ class LSTM:
         for zeros. Returns (out, cache) with out the last state h_T (B, H), or every state
         (B, T, H) when return_sequences.
 
-        How it runs: arrays are time-major (T, B, ...). The batch rows are cut into slices, one
-        per worker thread (`numpy_lstm._threads`), and each thread runs the time loop on its own
-        rows; a slice's rows at one step are one contiguous block. Rows never interact, so the
-        split changes no result. With a pre-padding mask (each row: padding, then tokens) the
-        rows are first reordered by where their tokens start (see `_RowPlan`), so that at each
-        step the rows already started are a leading block of their slice: the step runs on those
-        rows only, and a row that has not started simply keeps (h0, c0), exactly as masking says.
+        The batch rows are cut into parts, one per core (`numpy_lstm._parallel`): this process
+        runs the first part and worker processes the others, each the whole time loop on its own
+        rows (`_forward_rows`). Rows never interact, so the split changes no output. With a
+        pre-padding mask the rows are dealt out to the parts in order of length, so that every
+        part gets a similar mix of short and long sequences.
+        """
+        x = np.asarray(x)
+        parts = _batch_parts(x.shape[0], mask)
+        rows = _take_rows
+        inputs = [(rows(x, p), rows(mask, p), None if initial_state is None else
+                   (rows(initial_state[0], p), rows(initial_state[1], p))) for p in parts]
+        results = _parallel.forward_parts(self, inputs)
+        out = _gather_rows(parts, [out for out, _ in results])
+        return out, (parts, [cache for _, cache in results])
+
+    def backward(self, dout, cache):
+        """Backprop through time.
+
+        dout: (B, H) for the last state, or (B, T, H) with return_sequences.
+        Returns (dx (B, T, E), (dh0 (B, H), dc0 (B, H)), [dkernel, drecurrent_kernel, dbias]).
+        Each part runs where its forward ran; the weight gradients are the sums of the parts'.
+        The cache is spent: a second backward on it is an error.
+        """
+        parts, caches = cache
+        dout = np.asarray(dout)
+        results = _parallel.backward_parts(self, [_take_rows(dout, p) for p in parts], caches)
+        dx = _gather_rows(parts, [r[0] for r in results])
+        dh0 = _gather_rows(parts, [r[1][0] for r in results])
+        dc0 = _gather_rows(parts, [r[1][1] for r in results])
+        grads = [sum(part_grads) for part_grads in zip(*(r[2] for r in results))]
+        return dx, (dh0, dc0), grads
+
+    def _forward_rows(self, x, mask, initial_state):
+        """forward() on one part of the batch, in this process: (out, cache).
+
+        Arrays are time-major (T, B, ...), so that a step's rows are one contiguous block. With a
+        pre-padding mask (each row: padding, then tokens) the rows are first reordered by where
+        their tokens start (see `_RowPlan`), so that at each step the rows already started are a
+        leading block: the step runs on those rows only, and a row that has not started simply
+        keeps (h0, c0), exactly as masking says.
         """
         B, T, E = x.shape
         H = self.units
         dtype = self.kernel.dtype
         plan = _RowPlan(mask, B, T)
-        order = plan.order                     # row j of the loop's arrays is row order[j] of x
         # xh[t] = [x_t, h_{t-1}, 1] for t < T: the loop's matmul input, and backward's input for
         # the weight gradients. The loop writes h_t straight into xh[t + 1]; xh[T] holds h_T.
         xh = np.empty((T + 1, B, E + H + 1), dtype)
-        xh[:T, :, :E] = (x if order is None else x[order]).transpose(1, 0, 2)
+        xh[:T, :, :E] = plan.reorder(x).transpose(1, 0, 2)
         xh[T, :, :E] = 0.0
         xh[:, :, E + H] = 1.0
         c = self._spare.take((T + 1, B, H), dtype)      # c[t + 1] is c_t; c[0] is c0
@@ -161,69 +192,60 @@ class LSTM:
             xh[0, :, E:E + H] = 0.0
             c[0] = 0.0
         else:
-            h0, c0 = initial_state
-            xh[0, :, E:E + H] = h0 if order is None else np.asarray(h0)[order]
-            c[0] = c0 if order is None else np.asarray(c0)[order]
+            xh[0, :, E:E + H] = plan.reorder(np.asarray(initial_state[0]))
+            c[0] = plan.reorder(np.asarray(initial_state[1]))
         gates = self._spare.take((T, B, 4 * H), dtype)  # gate values i, f, o, c~ of each step
         tanh_c = self._spare.take((T, B, H), dtype)     # tanh(c_t)
         weights = self._loop_weights()
 
-        def run_slice(b0, b1):
-            xhs, gs, cs, tcs = xh[:, b0:b1], gates[:, b0:b1], c[:, b0:b1], tanh_c[:, b0:b1]
-            hs = xhs[..., E:E + H]                        # hs[t] is h_{t-1}
-            t0, active, partial, unmasked = plan.slice_steps(b0, b1)
-            hs[1:t0 + 1] = hs[0]                          # steps masked in every row
-            cs[1:t0 + 1] = cs[0]
-            for r, start in plan.late_rows(b0, b1):       # before its first token a row keeps
-                hs[1:start + 1, r] = hs[0, r]             # (h0, c0); zero gates there give
-                cs[1:start + 1, r] = cs[0, r]             # backward finite, unused factors
-                gs[:start, r] = 0.0
-                tcs[:start, r] = 0.0
-            ig = np.empty((b1 - b0, H), dtype)
-            with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives sigmoid 0, rightly
-                for t in range(t0, T):
-                    k = active[t]                             # rows :k have started
-                    z = gs[t, :k]
-                    np.matmul(xhs[t, :k], weights, out=z)     # pre-activations, loop layout
-                    sig = z[:, :3 * H]                        # -z of i, f, o
-                    np.exp(sig, out=sig)
-                    sig += 1.0
-                    np.divide(1.0, sig, out=sig)              # i, f, o = 1 / (1 + exp(-z))
-                    g = z[:, 3 * H:]
-                    np.tanh(g, out=g)                         # c~ = tanh(z_c)
-                    i, f, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H]
-                    c_t = cs[t + 1, :k]
-                    np.multiply(f, cs[t, :k], out=c_t)
-                    np.multiply(i, g, out=ig[:k])
-                    c_t += ig[:k]                             # c_t = f * c_{t-1} + i * c~
-                    np.tanh(c_t, out=tcs[t, :k])
-                    np.multiply(o, tcs[t, :k], out=hs[t + 1, :k])  # h_t = o * tanh(c_t)
-                    if partial[t]:
-                        # A mask with holes: masked rows carry the previous state.
-                        masked = ~unmasked[t]
-                        np.copyto(c_t, cs[t], where=masked)
-                        np.copyto(hs[t + 1], hs[t], where=masked)
+        hs = xh[..., E:E + H]                         # hs[t] is h_{t-1}
+        t0, active, partial, unmasked = plan.steps()
+        hs[1:t0 + 1] = hs[0]                          # steps masked in every row
+        c[1:t0 + 1] = c[0]
+        for r, start in plan.late_rows():             # before its first token a row keeps
+            hs[1:start + 1, r] = hs[0, r]             # (h0, c0); zero gates there give
+            c[1:start + 1, r] = c[0, r]               # backward finite, unused factors
+            gates[:start, r] = 0.0
+            tanh_c[:start, r] = 0.0
+        ig = np.empty((B, H), dtype)
+        with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives sigmoid 0, rightly
+            for t in range(t0, T):
+                k = active[t]                             # rows :k have started
+                z = gates[t, :k]
+                np.matmul(xh[t, :k], weights, out=z)      # pre-activations, loop layout
+                sig = z[:, :3 * H]                        # -z of i, f, o
+                np.exp(sig, out=sig)
+                sig += 1.0
+                np.divide(1.0, sig, out=sig)              # i, f, o = 1 / (1 + exp(-z))
+                g = z[:, 3 * H:]
+                np.tanh(g, out=g)                         # c~ = tanh(z_c)
+                i, f, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H]
+                c_t = c[t + 1, :k]
+                np.multiply(f, c[t, :k], out=c_t)
+                np.multiply(i, g, out=ig[:k])
+                c_t += ig[:k]                             # c_t = f * c_{t-1} + i * c~
+                np.tanh(c_t, out=tanh_c[t, :k])
+                np.multiply(o, tanh_c[t, :k], out=hs[t + 1, :k])  # h_t = o * tanh(c_t)
+                if partial[t]:
+                    # A mask with holes: masked rows carry the previous state.
+                    masked = ~unmasked[t]
+                    np.copyto(c[t + 1], c[t], where=masked)
+                    np.copyto(hs[t + 1], hs[t], where=masked)
 
-        _threads.run_split(run_slice, plan.slices)
         if self.return_sequences:
             out = plan.restore(xh[1:, :, E:E + H].transpose(1, 0, 2))   # h_1 .. h_T
         else:
             out = plan.restore(xh[T, :, E:E + H].copy())                # h_T (h0 if T = 0)
         # A list, not a tuple: backward empties it, since it overwrites the gates with dz.
-        cache = [xh, plan, gates, c, tanh_c]
-        return out, cache
+        return out, [xh, plan, gates, c, tanh_c]
 
-    def backward(self, dout, cache):
-        """Backprop through time.
+    def _backward_rows(self, dout, cache):
+        """backward() on one part of the batch, in this process, with its `_forward_rows` cache.
 
-        dout: (B, H) for the last state, or (B, T, H) with return_sequences.
-        Returns (dx (B, T, E), (dh0 (B, H), dc0 (B, H)), [dkernel, drecurrent_kernel, dbias]).
-
-        The loop runs on the forward's slices and row order, one thread per slice. Per step only
-        dh_t and dc_t carry the recurrence; the gate derivatives that multiply them do not, so
-        they are computed for a block of steps at a time, in a few large element-wise ops, before
-        the block's steps run. One matmul per step, dz_t @ [kernel; recurrent_kernel].T, gives
-        both dx_t and dh_{t-1}. The cache is spent: dz overwrites the gates.
+        Per step only dh_t and dc_t carry the recurrence; the gate derivatives that multiply
+        them do not, so they are computed for a block of steps at a time, in a few large
+        element-wise ops, before the block's steps run. One matmul per step,
+        dz_t @ [kernel; recurrent_kernel].T, gives both dx_t and dh_{t-1}. dz overwrites the gates.
         """
         if cache[2] is None:
             raise ValueError("this LSTM cache was used by an earlier backward: run forward again")
@@ -234,104 +256,92 @@ class LSTM:
         dtype = gates.dtype
         dz = gates  # dL/dz_t (Keras gate order i, f, c, o) overwrites the gates, block by block
         dxh = np.empty((T, B, E + H), dtype)    # dxh[t] = [dx_t, dh_{t-1} through step t]
-        dh0 = np.empty((B, H), dtype)
-        dc0 = np.empty((B, H), dtype)
         dout = plan.reorder(np.asarray(dout, dtype))
         if self.return_sequences:
             dh_seq = dout.transpose(1, 0, 2)                        # (T, B, H)
-            dh_last = np.zeros((B, H), dtype)
+            dh = np.zeros((B, H), dtype)
         else:
             dh_seq = None
-            dh_last = dout
+            dh = dout.copy()                  # dL/dh_t, from the step after t and from dout
         weights_t = np.ascontiguousarray(np.concatenate([self.kernel, self.recurrent_kernel]).T)
 
-        def run_slice(b0, b1):
-            n = b1 - b0
-            t0, active, partial, unmasked = plan.slice_steps(b0, b1)
-            gs, cs, tcs = gates[:, b0:b1], c[:, b0:b1], tanh_c[:, b0:b1]
-            dzs, dxhs = gs, dxh[:, b0:b1]
-            dhs = None if dh_seq is None else dh_seq[:, b0:b1]
-            dzs[:t0] = 0.0                    # steps masked in every row: no gradient through them
-            dxhs[:t0, :, :E] = 0.0
-            dh = dh_last[b0:b1].copy()        # dL/dh_t, from the step after t and from dout
-            dc_next = np.zeros((n, H), dtype)
-            dc = np.empty((n, H), dtype)
-            carried = np.empty((n, H), dtype)
-            steps = max(1, min(T, _BACKWARD_BLOCK // (n * 6 * H)))
-            # factor[j, :, k] turns dc_t (gates i, f, c~) or dh_t (gate o) into dz of gate k at
-            # step lo + j; dc_factor[j] = o (1 - tanh(c_t)^2) turns dh_t into its share of dc_t.
-            factor = np.empty((steps, n, 4, H), dtype)
-            dc_factor = np.empty((steps, n, H), dtype)
-            forget = np.empty((steps, n, H), dtype)   # f, kept: dz_t will overwrite gates[t]
-            for hi in range(T, t0, -steps):
-                lo = max(t0, hi - steps)
-                blk = gs[lo:hi]
-                i, o, g = blk[..., :H], blk[..., 2 * H:3 * H], blk[..., 3 * H:]
-                tc, c_prev = tcs[lo:hi], cs[lo:hi]
-                fi, ff, fg, fo = (factor[:hi - lo, :, j] for j in range(4))
-                fc = dc_factor[:hi - lo]
-                f = forget[:hi - lo]
-                np.copyto(f, blk[..., H:2 * H])   # the forget gate
-                np.subtract(1.0, i, out=fi)
-                fi *= i
-                fi *= g                       # dz_i = dc * c~ i (1 - i)
-                np.subtract(1.0, f, out=ff)
-                ff *= f
-                ff *= c_prev                  # dz_f = dc * c_{t-1} f (1 - f)
-                np.multiply(g, g, out=fg)
-                np.subtract(1.0, fg, out=fg)
-                fg *= i                       # dz_c = dc * i (1 - c~^2)
-                np.subtract(1.0, o, out=fo)
-                fo *= o
-                fo *= tc                      # dz_o = dh * tanh(c_t) o (1 - o)
-                np.multiply(tc, tc, out=fc)
-                np.subtract(1.0, fc, out=fc)
-                fc *= o                       # dc_t = dc_{t+1} f_{t+1} + dh * o (1 - tanh(c_t)^2)
-                for t in range(hi - 1, lo - 1, -1):
-                    j = t - lo
-                    k = active[t]             # rows :k have started; the others pass dh, dc on
-                    if dhs is not None:
-                        dh += dhs[t]          # the step's own output gradient
-                    np.multiply(dh[:k], fc[j, :k], out=dc[:k])
-                    dc[:k] += dc_next[:k]
-                    dz_t = dzs[t]
-                    dz_gates = dz_t[:k].reshape(k, 4, H)
-                    np.multiply(factor[j, :k, :3], dc[:k, None, :], out=dz_gates[:, :3])
-                    np.multiply(factor[j, :k, 3], dh[:k], out=dz_gates[:, 3])
-                    if k < n:
-                        dz_t[k:] = 0.0
-                        dxhs[t, k:, :E] = 0.0
-                    if not partial[t]:
-                        np.multiply(dc[:k], f[j, :k], out=dc_next[:k])      # dc_{t-1}
-                        np.matmul(dz_t[:k], weights_t, out=dxhs[t, :k])     # dx_t, dh_{t-1}
-                        np.copyto(dh[:k], dxhs[t, :k, E:])
-                    else:
-                        # A mask with holes: a masked step is the identity on (h, c), so
-                        # gradients pass straight through it.
-                        m = unmasked[t]
-                        dz_t *= m
-                        np.multiply(dc, f[j], out=carried)
-                        np.copyto(dc_next, carried, where=m)
-                        np.matmul(dz_t, weights_t, out=dxhs[t])             # zero on masked rows
-                        np.copyto(dh, dxhs[t, :, E:], where=m)
-            if dhs is not None:
-                for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
-                    dh += dhs[t]
-            dh0[b0:b1] = dh
-            dc0[b0:b1] = dc_next
-
-        _threads.run_split(run_slice, plan.slices)
+        t0, active, partial, unmasked = plan.steps()
+        dz[:t0] = 0.0                         # steps masked in every row: no gradient through them
+        dxh[:t0, :, :E] = 0.0
+        dc_next = np.zeros((B, H), dtype)
+        dc = np.empty((B, H), dtype)
+        carried = np.empty((B, H), dtype)
+        steps = max(1, min(T, _BACKWARD_BLOCK // (max(B, 1) * 6 * H)))
+        # factor[j, :, k] turns dc_t (gates i, f, c~) or dh_t (gate o) into dz of gate k at
+        # step lo + j; dc_factor[j] = o (1 - tanh(c_t)^2) turns dh_t into its share of dc_t.
+        factor = np.empty((steps, B, 4, H), dtype)
+        dc_factor = np.empty((steps, B, H), dtype)
+        forget = np.empty((steps, B, H), dtype)   # f, kept: dz_t will overwrite gates[t]
+        for hi in range(T, t0, -steps):
+            lo = max(t0, hi - steps)
+            blk = gates[lo:hi]
+            i, o, g = blk[..., :H], blk[..., 2 * H:3 * H], blk[..., 3 * H:]
+            tc, c_prev = tanh_c[lo:hi], c[lo:hi]
+            fi, ff, fg, fo = (factor[:hi - lo, :, j] for j in range(4))
+            fc = dc_factor[:hi - lo]
+            f = forget[:hi - lo]
+            np.copyto(f, blk[..., H:2 * H])   # the forget gate
+            np.subtract(1.0, i, out=fi)
+            fi *= i
+            fi *= g                       # dz_i = dc * c~ i (1 - i)
+            np.subtract(1.0, f, out=ff)
+            ff *= f
+            ff *= c_prev                  # dz_f = dc * c_{t-1} f (1 - f)
+            np.multiply(g, g, out=fg)
+            np.subtract(1.0, fg, out=fg)
+            fg *= i                       # dz_c = dc * i (1 - c~^2)
+            np.subtract(1.0, o, out=fo)
+            fo *= o
+            fo *= tc                      # dz_o = dh * tanh(c_t) o (1 - o)
+            np.multiply(tc, tc, out=fc)
+            np.subtract(1.0, fc, out=fc)
+            fc *= o                       # dc_t = dc_{t+1} f_{t+1} + dh * o (1 - tanh(c_t)^2)
+            for t in range(hi - 1, lo - 1, -1):
+                j = t - lo
+                k = active[t]             # rows :k have started; the others pass dh, dc on
+                if dh_seq is not None:
+                    dh += dh_seq[t]       # the step's own output gradient
+                np.multiply(dh[:k], fc[j, :k], out=dc[:k])
+                dc[:k] += dc_next[:k]
+                dz_t = dz[t]
+                dz_gates = dz_t[:k].reshape(k, 4, H)
+                np.multiply(factor[j, :k, :3], dc[:k, None, :], out=dz_gates[:, :3])
+                np.multiply(factor[j, :k, 3], dh[:k], out=dz_gates[:, 3])
+                if k < B:
+                    dz_t[k:] = 0.0
+                    dxh[t, k:, :E] = 0.0
+                if not partial[t]:
+                    np.multiply(dc[:k], f[j, :k], out=dc_next[:k])      # dc_{t-1}
+                    np.matmul(dz_t[:k], weights_t, out=dxh[t, :k])      # dx_t, dh_{t-1}
+                    np.copyto(dh[:k], dxh[t, :k, E:])
+                else:
+                    # A mask with holes: a masked step is the identity on (h, c), so
+                    # gradients pass straight through it.
+                    m = unmasked[t]
+                    dz_t *= m
+                    np.multiply(dc, f[j], out=carried)
+                    np.copyto(dc_next, carried, where=m)
+                    np.matmul(dz_t, weights_t, out=dxh[t])              # zero on masked rows
+                    np.copyto(dh, dxh[t, :, E:], where=m)
+        if dh_seq is not None:
+            for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
+                dh += dh_seq[t]
 
         # The weights are shared across time, so their gradients are sums over all steps and rows:
         # [dkernel; drecurrent_kernel; dbias] = sum_t [x_t, h_{t-1}, 1].T @ dz_t, one matmul over
-        # the (T * B) rows, after the threads have joined (its columns shared out among them).
-        dweights = _threads.matmul_columns(xh[:T].reshape(T * B, E + H + 1).T,
-                                           dz.reshape(T * B, 4 * H))
+        # the (T * B) rows.
+        dweights = xh[:T].reshape(T * B, E + H + 1).T @ dz.reshape(T * B, 4 * H)
         dkernel, drecurrent, dbias = dweights[:E], dweights[E:E + H], dweights[E + H]
         cache[2:5] = [None] * 3               # the gates are spent: hand the big arrays back
         self._spare.give(gates, c, tanh_c)
         dx = plan.restore(dxh[:, :, :E].transpose(1, 0, 2))
-        return dx, (plan.restore(dh0), plan.restore(dc0)), [dkernel, drecurrent, dbias]
+        return dx, (plan.restore(dh), plan.restore(dc_next)), [dkernel, drecurrent, dbias]
+
 
 class _SpareArrays:
     """A few large arrays that LSTM.backward hands back for the next forward to reuse.
@@ -339,45 +349,80 @@ class _SpareArrays:
     A new array's pages are mapped on first touch, which costs here about 10-15 ms per 50 MB:
     a sizeable share of a forward + backward at the tutorial's shapes. Arrays are kept flat and
     lent out as views of the requested shape; only arrays that never leave the layer go here.
+    A copy of the layer (as sent to a worker process) starts with none.
     """
 
     KEEP = 3
 
     def __init__(self):
         self._arrays = []
-        self._lock = threading.Lock()
+
+    def __reduce__(self):
+        return _SpareArrays, ()
 
     def take(self, shape, dtype):
         """An uninitialised array of this shape and dtype, reused when one is large enough."""
         size = int(np.prod(shape))
-        with self._lock:
-            fits = [k for k, a in enumerate(self._arrays) if a.dtype == dtype and a.size >= size]
-            if fits:
-                best = self._arrays.pop(min(fits, key=lambda k: self._arrays[k].size))
-                return best[:size].reshape(shape)
+        fits = [k for k, a in enumerate(self._arrays) if a.dtype == dtype and a.size >= size]
+        if fits:
+            best = self._arrays.pop(min(fits, key=lambda k: self._arrays[k].size))
+            return best[:size].reshape(shape)
         return np.empty(size, dtype).reshape(shape)
 
     def give(self, *arrays):
         """Return arrays obtained from `take`; only the KEEP largest are kept."""
-        with self._lock:
-            for a in arrays:
-                flat = a if a.base is None else a.base
-                if flat.ndim == 1 and all(flat is not b for b in self._arrays):
-                    self._arrays.append(flat)
-            self._arrays.sort(key=lambda a: a.size, reverse=True)
-            del self._arrays[self.KEEP:]
+        for a in arrays:
+            flat = a if a.base is None else a.base
+            if flat.ndim == 1 and all(flat is not b for b in self._arrays):
+                self._arrays.append(flat)
+        self._arrays.sort(key=lambda a: a.size, reverse=True)
+        del self._arrays[self.KEEP:]
 
+
+def _token_starts(mask):
+    """Each row's first unmasked step (T when it has none), and whether the mask is pre-padding:
+    in every row, masked steps only before the first unmasked one."""
+    B, T = mask.shape
+    started = np.logical_or.accumulate(mask, axis=1)
+    start = np.where(started.any(axis=1), started.argmax(axis=1), T)
+    return start, np.array_equal(started, mask)
+
+
+def _batch_parts(B, mask):
+    """The rows of each core's part of the batch: slices, or index arrays dealt out by length."""
+    slices = _parallel.split_rows(B)
+    if len(slices) == 1:
+        return [slice(None)]
+    if mask is not None and np.shape(mask)[1] > 0:
+        start, prepadded = _token_starts(np.asarray(mask, bool))
+        if prepadded and start.any():
+            by_start = np.argsort(start, kind="stable")
+            return [by_start[p::len(slices)] for p in range(len(slices))]
+    return [slice(b0, b1) for b0, b1 in slices]
+
+
+def _take_rows(a, rows):
+    """a[rows] along the batch axis (first), None for None."""
+    return None if a is None else np.asarray(a)[rows]
+
+
+def _gather_rows(parts, arrays):
+    """The inverse of _take_rows over all parts: one array with every part's rows in place."""
+    if len(parts) == 1:
+        return arrays[0]
+    out = np.empty((sum(len(a) for a in arrays),) + arrays[0].shape[1:], arrays[0].dtype)
+    for rows, a in zip(parts, arrays):
+        out[rows] = a
+    return out
 
 
 class _RowPlan:
-    """How LSTM.forward and backward share the batch rows among threads, and where each starts.
+    """Where each row of a part starts, and the row order that makes the started rows a block.
 
-    Without a mask: the rows as they are, cut into `_threads.split_rows` slices; every row is
-    active at every step. With a pre-padding mask (every row masked, then unmasked to the end,
-    as pad_sequences(padding="pre") and mask_zero give): the rows are sorted by their first
-    unmasked step and dealt out to the slices in turn (row j of the sorted order to slice
-    j mod P), so the slices get similar mixes of lengths and, within a slice, the rows that have
-    started at step t are its first `active[t]` rows. Any other mask (holes in the middle):
+    Without a mask: the rows as they are; every row is active at every step. With a pre-padding
+    mask (every row masked, then unmasked to the end, as pad_sequences(padding="pre") and
+    mask_zero give): the rows are sorted by their first unmasked step, so that the rows that
+    have started at step t are the first `active[t]` rows. Any other mask (holes in the middle):
     rows as they are, and masked rows copy their previous state at each partial step.
 
     The loop's arrays hold the rows in `order` (None: as given); `restore` and `reorder` map
@@ -386,51 +431,42 @@ class _RowPlan:
 
     def __init__(self, mask, B, T):
         self.T = T
-        self.slices = _threads.split_rows(B)
         self.order = self._inverse = None
         self.unmasked = None                     # (T, B, 1) in loop order, for masks with holes
         if mask is None or T == 0:
             self.start = np.zeros(B, int)
             return
         mask = np.asarray(mask, bool)
-        started = np.logical_or.accumulate(mask, axis=1)
-        self.start = np.where(started.any(axis=1), started.argmax(axis=1), T)
-        if not np.array_equal(started, mask):    # a hole after the first token
+        self.start, prepadded = _token_starts(mask)
+        if not prepadded:                        # a hole after the first token
             self.unmasked = np.ascontiguousarray(mask.T)[:, :, None]
             return
         if not self.start.any():                 # nothing masked: no need to reorder
             return
-        by_start = np.argsort(self.start, kind="stable")
-        parts = len(self.slices)
-        self.order = np.concatenate([by_start[p::parts] for p in range(parts)])
-        sizes = [len(by_start[p::parts]) for p in range(parts)]
-        bounds = np.cumsum([0] + sizes)
-        self.slices = list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+        self.order = np.argsort(self.start, kind="stable")
         self.start = self.start[self.order]
         self._inverse = np.argsort(self.order)
 
-    def slice_steps(self, b0, b1):
-        """For rows b0:b1 (loop order): (t0, active, partial, unmasked).
+    def steps(self):
+        """(t0, active, partial, unmasked) for the loop.
 
         t0: the first step at which some row has started (the loop skips the steps before);
         active[t]: how many leading rows have started at step t; partial[t]: the step needs
-        the masked-copy treatment (masks with holes only); unmasked: that mask, (T, n, 1).
+        the masked-copy treatment (masks with holes only); unmasked: that mask, (T, B, 1).
         """
-        T = self.T
-        start = self.start[b0:b1]
-        t0 = int(start.min()) if len(start) else T
-        active = np.searchsorted(start, np.arange(T), side="right").tolist() \
-            if self.order is not None else [b1 - b0] * T
+        T, B = self.T, len(self.start)
+        t0 = int(self.start.min()) if B else T
+        active = np.searchsorted(self.start, np.arange(T), side="right").tolist() \
+            if self.order is not None else [B] * T
         if self.unmasked is None:
             return t0, active, [False] * T, None
-        unmasked = self.unmasked[:, b0:b1]
-        return t0, active, (~unmasked.all(axis=(1, 2))).tolist(), unmasked
+        return t0, active, (~self.unmasked.all(axis=(1, 2))).tolist(), self.unmasked
 
-    def late_rows(self, b0, b1):
-        """(row within the slice, first step) of the rows of b0:b1 that start after step 0."""
+    def late_rows(self):
+        """(row, first step) of the rows, in loop order, that start after step 0."""
         if self.order is None:
             return []
-        return [(r, int(s)) for r, s in enumerate(self.start[b0:b1]) if s > 0]
+        return [(r, int(s)) for r, s in enumerate(self.start) if s > 0]
 
     def restore(self, a):
         """An array in loop row order (batch axis first) back in the caller's order."""

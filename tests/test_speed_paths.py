@@ -1,17 +1,24 @@
-"""The fast paths give the plain path's answers: thread splits, skipped padding, reused buffers."""
+"""The fast paths give the plain path's answers: parts run by worker processes, skipped padding,
+reused buffers; and the workers fail loudly and go away with their parent."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
 from numpy_lstm import LSTM, Embedding, check_gradient
-from numpy_lstm import _threads
+from numpy_lstm import _parallel
 
 
 @pytest.fixture
-def tiny_slices(monkeypatch):
-    """Let the batch be cut into slices of a single row, so small tests exercise the split."""
-    monkeypatch.setattr(_threads, "MIN_ROWS_PER_THREAD", 1)
+def tiny_parts(monkeypatch):
+    """Let the batch be cut into parts of a single row, so small tests exercise the split."""
+    monkeypatch.setattr(_parallel, "MIN_ROWS_PER_PART", 1)
     yield
-    _threads.set_num_threads(None)
+    _parallel.set_num_threads(None)
 
 
 def run(layer, x, mask, state, dout_seed=1):
@@ -40,32 +47,32 @@ def make_case(B, T=7, E=4, H=5, return_sequences=False, masked=False, seed=0):
 @pytest.mark.parametrize("B", [1, 2, 5, 13])
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("masked", [None, "pre", "holes"])
-def test_split_matches_single_thread(tiny_slices, B, return_sequences, masked):
+def test_split_matches_one_process(tiny_parts, B, return_sequences, masked):
     layer, x, mask, state = make_case(B, return_sequences=return_sequences, masked=masked)
-    _threads.set_num_threads(1)
+    _parallel.set_num_threads(1)
     expected = run(layer, x, mask, state)
-    for threads in (2, 3, 4):                     # 13 rows: slices of 6/7, 4/4/5, 3/3/3/4
-        _threads.set_num_threads(threads)
+    for threads in (2, 3, 4):                     # 13 rows: parts of 6/7, 4/4/5, 3/3/3/4
+        _parallel.set_num_threads(threads)
         got = run(layer, x, mask, state)
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
 
 def test_default_split_is_deterministic_and_equal():
-    """At the real minimum slice size: repeatable for a thread count, equal across counts."""
+    """At the real minimum part size: repeatable for a core count, equal across counts."""
     layer, x, mask, state = make_case(37, T=9, E=6, H=8, masked="pre", seed=2)
-    _threads.set_num_threads(1)
+    _parallel.set_num_threads(1)
     expected = run(layer, x, mask, state)
     try:
         for threads in (2, 3, 4):
-            _threads.set_num_threads(threads)
+            _parallel.set_num_threads(threads)
             first = run(layer, x, mask, state)
             again = run(layer, x, mask, state)
             for a, b, c in zip(first, again, expected):
                 np.testing.assert_array_equal(a, b)
                 np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-13)
     finally:
-        _threads.set_num_threads(None)
+        _parallel.set_num_threads(None)
 
 
 @pytest.mark.parametrize("threads, B, T, return_sequences, masked, seed", [
@@ -73,8 +80,8 @@ def test_default_split_is_deterministic_and_equal():
     (2, 6, 5, False, "pre", 11),
     (2, 6, 5, False, "holes", 11),
 ])
-def test_split_gradients_check_numerically(tiny_slices, threads, B, T, return_sequences, masked, seed):
-    _threads.set_num_threads(threads)
+def test_split_gradients_check_numerically(tiny_parts, threads, B, T, return_sequences, masked, seed):
+    _parallel.set_num_threads(threads)
     layer, x, mask, (h0, c0) = make_case(B, T, 3, 4, return_sequences=return_sequences, masked=masked, seed=seed)
     out, cache = layer.forward(x, mask, (h0, c0))
     dout = np.random.default_rng(seed + 1).normal(size=out.shape)
@@ -85,9 +92,9 @@ def test_split_gradients_check_numerically(tiny_slices, threads, B, T, return_se
     assert max(errors) < 1e-6, errors
 
 
-def test_prepadded_rows_in_any_order_equal_one_at_a_time(tiny_slices):
+def test_prepadded_rows_in_any_order_equal_one_at_a_time(tiny_parts):
     """Rows are reordered by start inside the layer; each must equal its own unpadded run."""
-    _threads.set_num_threads(3)
+    _parallel.set_num_threads(3)
     layer, x, mask, _ = make_case(9, T=8, masked="pre", seed=13)
     layer.return_sequences = True
     out, cache = layer.forward(x, mask)
@@ -105,12 +112,12 @@ def test_prepadded_rows_in_any_order_equal_one_at_a_time(tiny_slices):
         np.testing.assert_allclose(dx[b, 8 - n:], dx_b[0], rtol=1e-10, atol=1e-12)
 
 
-def test_slice_of_all_padding_keeps_state_and_passes_gradient(tiny_slices):
-    """A slice whose rows are masked at every step runs no step at all."""
+def test_part_of_all_padding_keeps_state_and_passes_gradient(tiny_parts):
+    """A part whose rows are masked at every step runs no step at all."""
     layer, x, _, state = make_case(4, T=5)
     mask = np.ones((4, 5), bool)
-    mask[2:] = False                                # the second slice of two is all padding
-    _threads.set_num_threads(2)
+    mask[2:] = False                                # the second part of two is all padding
+    _parallel.set_num_threads(2)
     out, cache = layer.forward(x, mask, state)
     np.testing.assert_array_equal(out[2:], state[0][2:])
     dout = np.random.default_rng(5).normal(size=out.shape)
@@ -128,7 +135,7 @@ def test_float32_stays_float32():
     assert all(a.dtype == np.float32 for a in [out, dx, dh0, dc0] + grads)
 
 
-def test_cache_is_spent_by_backward_and_buffers_are_reused():
+def test_cache_is_spent_by_backward_and_buffers_are_reused(tiny_parts):
     layer, x, mask, state = make_case(6, masked="holes", seed=7)
     first = run(layer, x, mask, state)
     out, cache = layer.forward(x, mask, state)       # reuses the arrays backward handed back
@@ -153,35 +160,93 @@ def test_embedding_backward_equals_scatter_add(time_major):
 
 def test_thread_settings(monkeypatch):
     monkeypatch.setenv("NUMPY_LSTM_THREADS", "3")
-    _threads.set_num_threads(None)
-    assert _threads.get_num_threads() == 3
-    _threads.set_num_threads(1)
-    assert _threads.get_num_threads() == 1
-    _threads.set_num_threads(None)
+    _parallel.set_num_threads(None)
+    assert _parallel.get_num_threads() == 3
+    _parallel.set_num_threads(1)
+    assert _parallel.get_num_threads() == 1
+    _parallel.set_num_threads(None)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError):
-            _threads.set_num_threads(bad)
+            _parallel.set_num_threads(bad)
     monkeypatch.setenv("NUMPY_LSTM_THREADS", "many")
     with pytest.raises(ValueError, match="NUMPY_LSTM_THREADS"):
-        _threads.get_num_threads()
+        _parallel.get_num_threads()
 
 
 def test_split_rows_covers_the_batch():
     for rows in (1, 7, 16, 17, 64, 129):
         for threads in (1, 2, 3, 8):
-            slices = _threads.split_rows(rows, threads)
+            slices = _parallel.split_rows(rows, threads)
             assert slices[0][0] == 0 and slices[-1][1] == rows
             assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
-            assert len(slices) == 1 or min(b - a for a, b in slices) >= _threads.MIN_ROWS_PER_THREAD
+            assert len(slices) == 1 or min(b - a for a, b in slices) >= _parallel.MIN_ROWS_PER_PART
 
 
-def test_blas_threads_restores_and_matmul_columns():
-    before = _threads.get_blas_threads()
-    with _threads.blas_threads(1):
-        if _threads.blas_thread_control():
-            assert _threads.get_blas_threads() == 1
-    assert _threads.get_blas_threads() == before
-    rng = np.random.default_rng(9)
-    a, b = rng.normal(size=(70, 400)), rng.normal(size=(400, 100))  # over MIN_SPLIT_FLOPS
-    for threads in (1, 2, 3):
-        np.testing.assert_allclose(_threads.matmul_columns(a, b, threads), a @ b, rtol=1e-12)
+def test_blas_threads_restores():
+    before = _parallel.get_blas_threads()
+    with _parallel.blas_threads(1):
+        if _parallel.blas_thread_control():
+            assert _parallel.get_blas_threads() == 1
+    assert _parallel.get_blas_threads() == before
+
+
+MARK = 1234.5   # an input value that makes the patched worker below misbehave
+
+
+@pytest.fixture
+def fresh_workers():
+    """Workers forked inside the test (they inherit its patches), and stopped after it."""
+    _parallel._reset_workers()
+    yield
+    _parallel._reset_workers()
+    _parallel.set_num_threads(None)
+
+
+@pytest.mark.parametrize("failure", ["raise", "die"])
+def test_worker_failure_reaches_the_caller_and_the_next_call_recovers(monkeypatch, tiny_parts, fresh_workers, failure):
+    original = LSTM._forward_rows
+
+    def misbehaving(self, x, mask, state):
+        if (x == MARK).any():
+            if failure == "die":
+                os._exit(3)
+            raise ArithmeticError("marked input")
+        return original(self, x, mask, state)
+
+    monkeypatch.setattr(LSTM, "_forward_rows", misbehaving)
+    _parallel.set_num_threads(2)
+    layer, x, mask, state = make_case(4)
+    expected = layer.forward(x, mask, state)[0]
+    x_bad = x.copy()
+    x_bad[3, 0, 0] = MARK                          # row 3 is in the worker's part
+    error = (ArithmeticError, "marked input") if failure == "raise" else (RuntimeError, "worker process died")
+    with pytest.raises(error[0], match=error[1]):
+        layer.forward(x_bad, mask, state)
+    np.testing.assert_array_equal(layer.forward(x, mask, state)[0], expected)
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    script = (
+        "import os, signal, numpy as np\n"
+        "from numpy_lstm import LSTM, set_num_threads, _parallel\n"
+        "set_num_threads(2)\n"
+        "layer = LSTM(3, 4, np.random.default_rng(0))\n"
+        "layer.forward(np.ones((16, 5, 3), np.float32))\n"
+        "print(*[w.process.pid for w in _parallel._workers], flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pids = [int(p) for p in done.stdout.split()]
+    assert pids
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"    # a zombie has exited
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,317 @@
+"""How the LSTM uses several cores: batch rows shared out to worker processes, OpenBLAS held at one.
+
+The recurrence is a chain of small matmuls and element-wise ops. OpenBLAS's threads do not pay on
+matrices that small (they often make them slower, and much slower on a busy machine), while the
+rows of a batch are independent. So the LSTM cuts the batch into parts (`split_rows`), runs the
+first part itself and sends each other part to a worker process, which runs the whole time loop
+on those rows and keeps their cache until the backward pass (`forward_parts`, `backward_parts`).
+Processes, not threads: at the tutorial's shapes most NumPy calls take a few microseconds, and
+two threads spend much of that waiting for each other's interpreter lock (measured: 1.1-1.2x
+with two threads, against 1.6x and more with two processes). While a part runs, OpenBLAS is held
+at one thread so that its threads and our processes do not fight over the cores.
+
+Workers are forked on first use (Linux only; elsewhere every part runs in the calling process),
+ignore Ctrl-C (the parent handles it) and exit when the parent goes. A part costs one message
+each way per pass: its inputs and weights out, its outputs back.
+
+The core count is `set_num_threads(n)` (the name PyTorch uses), else the environment variable
+NUMPY_LSTM_THREADS, else the number of CPUs this process may use, capped at
+`MAX_DEFAULT_THREADS`. n cores means the calling process and n - 1 workers.
+
+OpenBLAS is reached through ctypes, by the `*openblas_set_num_threads*` symbol of the copy that
+NumPy has loaded. When none is found (another BLAS, or a renamed symbol) the helpers do nothing and
+`blas_thread_control()` is False; results are the same, only the timings differ.
+"""
+import contextlib
+import ctypes
+import itertools
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import weakref
+
+import numpy as np
+
+MAX_DEFAULT_THREADS = 4
+MIN_ROWS_PER_PART = 8     # fewer rows than this per part and the split costs more than it gains
+
+_SET_NAMES = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+              "openblas_set_num_threads64_", "openblas_set_num_threads")
+_GET_NAMES = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+              "openblas_get_num_threads64_", "openblas_get_num_threads")
+
+_num_threads = None          # set by set_num_threads; None means "from the environment"
+_blas_lock = threading.Lock()
+_blas_holders = 0            # how many callers currently hold OpenBLAS at a fixed count
+_blas_saved = None           # OpenBLAS's thread count before the first of them
+
+
+def _find_openblas():
+    """(set_num_threads, get_num_threads) of the OpenBLAS that NumPy loaded, or (None, None)."""
+    import numpy  # noqa: F401  (make sure NumPy, and so its BLAS, is loaded)
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.rsplit(None, 1)[-1]
+                if "openblas" in os.path.basename(path).lower() and path not in paths:
+                    paths.append(path)
+    except OSError:  # not Linux: look the symbols up in what the process has already loaded
+        paths = [None]
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        setter = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
+        getter = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
+        if setter is not None and getter is not None:
+            setter.argtypes, setter.restype = [ctypes.c_int], None
+            getter.argtypes, getter.restype = [], ctypes.c_int
+            return setter, getter
+    return None, None
+
+
+_blas_set, _blas_get = _find_openblas()
+
+
+def blas_thread_control():
+    """True when OpenBLAS's thread count can be read and set from here."""
+    return _blas_set is not None
+
+
+def get_blas_threads():
+    """OpenBLAS's current thread count, or None when it cannot be read."""
+    return _blas_get() if _blas_get is not None else None
+
+
+def _default_threads():
+    env = os.environ.get("NUMPY_LSTM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"NUMPY_LSTM_THREADS must be a positive integer, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"NUMPY_LSTM_THREADS must be a positive integer, got {env!r}")
+        return n
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_THREADS))
+
+
+def get_num_threads():
+    """Cores the LSTM uses: the calling process and get_num_threads() - 1 worker processes."""
+    return _num_threads if _num_threads is not None else _default_threads()
+
+
+def set_num_threads(n):
+    """Set the LSTM's core count; None goes back to NUMPY_LSTM_THREADS / the CPU count.
+
+    Outputs and input gradients do not depend on it: every row of the batch is computed the same
+    way whatever the split. The weight gradients are sums of one per part, so they change with
+    it by float rounding only; for a given count, results are repeatable.
+    """
+    global _num_threads
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    _num_threads = n
+
+
+@contextlib.contextmanager
+def blas_threads(n):
+    """Hold OpenBLAS at n threads inside the block, then restore the count found at entry.
+
+    Nested or concurrent blocks share one saved value: the first to enter saves it and the last
+    to leave restores it. OpenBLAS's setting is process-wide.
+    """
+    global _blas_holders, _blas_saved
+    if _blas_set is None:
+        yield
+        return
+    with _blas_lock:
+        if _blas_holders == 0:
+            _blas_saved = _blas_get()
+        _blas_holders += 1
+        _blas_set(n)
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                _blas_set(_blas_saved)
+
+
+def split_rows(rows, parts=None):
+    """Cut range(rows) into contiguous (start, stop) slices, one per core, sizes within one."""
+    parts = get_num_threads() if parts is None else parts
+    parts = max(1, min(parts, rows // MIN_ROWS_PER_PART))
+    parts = 1 + len(_usable_workers(parts - 1))
+    bounds = [rows * k // parts for k in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+class _Worker:
+    """One worker process and our end of its pipe."""
+
+    def __init__(self):
+        here, there = multiprocessing.get_context("fork").Pipe()
+        self.process = multiprocessing.get_context("fork").Process(
+            target=_serve, args=(there, here), daemon=True, name="numpy_lstm-worker")
+        self.process.start()
+        there.close()
+        self.conn = here
+        self.dropped = []      # caches (by token) and layers (by key) to forget, sent with the
+        self.dropped_layers = []   # next request
+
+    def request(self, op, key, token, payload):
+        self.conn.send((op, key, token, payload, np.geterr(), self.dropped[:], self.dropped_layers[:]))
+        self.dropped.clear()
+        self.dropped_layers.clear()
+
+    def reply(self):
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            raise RuntimeError("an LSTM worker process died (out of memory?)") from None
+        if status == "error":
+            raise value
+        return value
+
+    def close(self):
+        self.conn.close()
+        self.process.terminate()
+        self.process.join()
+
+
+_workers = []
+_layer_keys = itertools.count()
+
+
+def _usable_workers(n):
+    """The first n workers, started as needed; none where fork is unavailable."""
+    if n <= 0 or not sys.platform.startswith("linux"):
+        return []
+    while len(_workers) < n:
+        _workers.append(_Worker())
+    return _workers[:n]
+
+
+def _reset_workers():
+    """Stop every worker (after an interruption leaves a pipe mid-message); new ones start on demand."""
+    while _workers:
+        _workers.pop().close()
+
+
+def new_layer_key(layer):
+    """A key that names this layer to the workers; they drop their copy when the layer goes."""
+    key = next(_layer_keys)
+    weakref.finalize(layer, _forget_layer, key)
+    return key
+
+
+def _forget_layer(key):
+    for worker in _workers:
+        worker.dropped_layers.append(key)
+
+
+class RemoteCache:
+    """The cache of a part that a worker keeps; the worker forgets it when this handle goes."""
+
+    def __init__(self, worker, token):
+        self.worker, self.token = worker, token
+        self._finalizer = weakref.finalize(self, worker.dropped.append, token)
+
+    def spend(self):
+        self._finalizer.detach()          # the worker drops it itself after backward
+
+
+_tokens = itertools.count()
+
+
+def forward_parts(layer, inputs):
+    """layer._forward_rows(*args) for each args in inputs: the first here, the others in workers.
+
+    Returns [(out, cache)]: the caches of the workers' parts are RemoteCache handles.
+    """
+    workers = _usable_workers(len(inputs) - 1)
+    sent = []
+    try:
+        for worker, args in zip(workers, inputs[1:]):
+            token = next(_tokens)
+            worker.request("forward", layer.key, token, (layer, args))   # a copy, with today's weights
+            sent.append((worker, token))
+        with blas_threads(1):
+            results = [layer._forward_rows(*inputs[0])]
+        results += [(worker.reply(), RemoteCache(worker, token)) for worker, token in sent]
+    except BaseException:      # replies may be left in a pipe: start afresh
+        _reset_workers()
+        raise
+    return results
+
+
+def backward_parts(layer, douts, caches):
+    """layer._backward_rows(dout, cache) for each part, each where its forward ran."""
+    remote = list(zip(douts[1:], caches[1:]))
+    if any(cache.worker not in _workers for _, cache in remote):
+        raise ValueError("this LSTM cache was lost when its worker restarted: run forward again")
+    try:
+        for dout, cache in remote:
+            cache.worker.request("backward", layer.key, cache.token, dout)
+            cache.spend()
+        with blas_threads(1):
+            results = [layer._backward_rows(douts[0], caches[0])]
+        results += [cache.worker.reply() for _, cache in remote]
+    except BaseException:      # replies may be left in a pipe: start afresh
+        _reset_workers()
+        raise
+    return results
+
+
+def _serve(conn, parents_end):
+    """A worker's loop: run the LSTM parts the parent sends, keep their caches until backward."""
+    parents_end.close()
+    for sibling in _workers:     # inherited by fork: closed, so that they see the parent go
+        sibling.conn.close()
+    _workers.clear()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group: the parent's to handle
+    if _blas_set is not None:
+        _blas_set(1)
+    layers, caches = {}, {}
+    while True:
+        try:
+            op, key, token, payload, errors, dropped, dropped_layers = conn.recv()
+        except (EOFError, OSError):                # the parent has gone
+            return
+        for t in dropped:
+            caches.pop(t, None)
+        for k in dropped_layers:
+            layers.pop(k, None)
+        try:
+            with np.errstate(**errors):
+                if op == "forward":
+                    layer, args = payload
+                    if key in layers:                  # reuse the buffers of the copy it replaces
+                        layer._spare = layers[key]._spare
+                    layers[key] = layer
+                    out, cache = layer._forward_rows(*args)
+                    caches[token] = layer, cache       # backward runs on the same copy
+                    reply = ("ok", out)
+                else:
+                    if token not in caches:
+                        raise ValueError("this LSTM cache was used by an earlier backward: run forward again")
+                    layer, cache = caches.pop(token)
+                    reply = ("ok", layer._backward_rows(payload, cache))
+        except Exception as e:
+            reply = ("error", e)
+        try:
+            conn.send(reply)
+        except Exception as e:                     # an exception that does not pickle
+            conn.send(("error", RuntimeError(f"in an LSTM worker: {type(e).__name__}: {e}")))
