@@ -50,6 +50,10 @@ def add_train_parser(subparsers):
     add_setting(model, "--mask", action=argparse.BooleanOptionalAction,
                 help="mask padding and bucket batches by length")
     add_setting(model, "--dropout", type=float, metavar="RATE", help="LSTM input dropout")
+    add_setting(model, "--recurrent-dropout", type=float, metavar="RATE",
+                help="dropout on the previous state where the LSTM's recurrent matmul reads it")
+    add_setting(model, "--word-dropout", type=float, metavar="RATE",
+                help="drop whole tokens (their embedding vectors) during training")
     add_setting(model, "--pooling", choices=("last", "mean", "max"),
                 help="what the output layer reads: the last LSTM state, or the mean / max over time")
     add_setting(model, "--layers", dest="num_layers", type=int, metavar="N", help="stacked LSTMs")

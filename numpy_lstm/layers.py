@@ -99,12 +99,18 @@ class LSTM:
     does with mask_zero: pre-padded sequences then end exactly where the unpadded ones would.
     Keras init: glorot_uniform kernel, orthogonal recurrent kernel, zero bias with the forget
     block set to 1 (unit_forget_bias).
+
+    recurrent_dropout: in training (forward gets an rng), the recurrent matmul reads
+    h_{t-1} * keep instead of h_{t-1}, with one inverted-dropout mask keep (B, H) for all steps,
+    as Keras's LSTM(recurrent_dropout=...) does; the states themselves are not dropped.
     """
 
-    def __init__(self, input_dim, units, rng, return_sequences=False, dtype=np.float32):
+    def __init__(self, input_dim, units, rng, return_sequences=False, dtype=np.float32,
+                 recurrent_dropout=0.0):
         H = units
         self.units = units
         self.return_sequences = return_sequences
+        self.recurrent_dropout = Dropout(recurrent_dropout)
         self.kernel = glorot_uniform(rng, (input_dim, 4 * H)).astype(dtype)
         self.recurrent_kernel = orthogonal(rng, (H, 4 * H)).astype(dtype)
         self.bias = np.zeros(4 * H, dtype)
@@ -129,12 +135,13 @@ class LSTM:
         i, f, c, o = np.split(stacked, 4, axis=1)
         return np.concatenate([-i, -f, -o, c], axis=1)
 
-    def forward(self, x, mask=None, initial_state=None):
+    def forward(self, x, mask=None, initial_state=None, rng=None):
         """Run the sequence.
 
         x: (B, T, E); mask: bool (B, T) or None; initial_state: (h0 (B, H), c0 (B, H)) or None
-        for zeros. Returns (out, cache) with out the last state h_T (B, H), or every state
-        (B, T, H) when return_sequences.
+        for zeros; rng: a Generator in training (recurrent dropout), else None. Returns
+        (out, cache) with out the last state h_T (B, H), or every state (B, T, H) when
+        return_sequences.
 
         The batch rows are cut into parts, one per core (`numpy_lstm._parallel`): this process
         runs the first part and worker processes the others, each the whole time loop on its own
@@ -143,10 +150,11 @@ class LSTM:
         part gets a similar mix of short and long sequences.
         """
         x = np.asarray(x)
+        keep = self.recurrent_dropout.mask((x.shape[0], self.units), self.kernel.dtype, rng)
         parts = _batch_parts(x.shape[0], mask)
         rows = _take_rows
         inputs = [(rows(x, p), rows(mask, p), None if initial_state is None else
-                   (rows(initial_state[0], p), rows(initial_state[1], p))) for p in parts]
+                   (rows(initial_state[0], p), rows(initial_state[1], p)), rows(keep, p)) for p in parts]
         results = _parallel.forward_parts(self, inputs)
         out = _gather_rows(parts, [out for out, _ in results])
         return out, (parts, [cache for _, cache in results])
@@ -168,7 +176,7 @@ class LSTM:
         grads = [sum(part_grads) for part_grads in zip(*(r[2] for r in results))]
         return dx, (dh0, dc0), grads
 
-    def _forward_rows(self, x, mask, initial_state):
+    def _forward_rows(self, x, mask, initial_state, keep):
         """forward() on one part of the batch, in this process: (out, cache).
 
         Arrays are time-major (T, B, ...), so that a step's rows are one contiguous block. With a
@@ -198,7 +206,15 @@ class LSTM:
         tanh_c = self._spare.take((T, B, H), dtype)     # tanh(c_t)
         weights = self._loop_weights()
 
-        hs = xh[..., E:E + H]                         # hs[t] is h_{t-1}
+        # hs[t] is h_{t-1}. The matmul reads h_{t-1} in xh; with recurrent dropout it reads
+        # h_{t-1} * keep there, so the states themselves live in an array of their own.
+        h_in = xh[..., E:E + H]
+        if keep is None:
+            hs = h_in
+        else:
+            keep = plan.reorder(keep)
+            hs = np.zeros((T + 1, B, H), dtype)
+            hs[0] = h_in[0]
         t0, active, partial, unmasked = plan.steps()
         hs[1:t0 + 1] = hs[0]                          # steps masked in every row
         c[1:t0 + 1] = c[0]
@@ -207,6 +223,8 @@ class LSTM:
             c[1:start + 1, r] = c[0, r]               # backward finite, unused factors
             gates[:start, r] = 0.0
             tanh_c[:start, r] = 0.0
+        if keep is not None:
+            np.multiply(hs, keep, out=h_in)
         ig = np.empty((B, H), dtype)
         with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives sigmoid 0, rightly
             for t in range(t0, T):
@@ -231,13 +249,15 @@ class LSTM:
                     masked = ~unmasked[t]
                     np.copyto(c[t + 1], c[t], where=masked)
                     np.copyto(hs[t + 1], hs[t], where=masked)
+                if keep is not None:
+                    np.multiply(hs[t + 1], keep, out=h_in[t + 1])
 
         if self.return_sequences:
-            out = plan.restore(xh[1:, :, E:E + H].transpose(1, 0, 2))   # h_1 .. h_T
+            out = plan.restore(hs[1:].transpose(1, 0, 2))   # h_1 .. h_T
         else:
-            out = plan.restore(xh[T, :, E:E + H].copy())                # h_T (h0 if T = 0)
+            out = plan.restore(hs[T].copy())                # h_T (h0 if T = 0)
         # A list, not a tuple: backward empties it, since it overwrites the gates with dz.
-        return out, [xh, plan, gates, c, tanh_c]
+        return out, [xh, plan, gates, c, tanh_c, keep]
 
     def _backward_rows(self, dout, cache):
         """backward() on one part of the batch, in this process, with its `_forward_rows` cache.
@@ -249,7 +269,7 @@ class LSTM:
         """
         if cache[2] is None:
             raise ValueError("this LSTM cache was used by an earlier backward: run forward again")
-        xh, plan, gates, c, tanh_c = cache
+        xh, plan, gates, c, tanh_c, keep = cache
         T, B, _ = gates.shape
         H = self.units
         E = xh.shape[2] - H - 1
@@ -318,6 +338,8 @@ class LSTM:
                 if not partial[t]:
                     np.multiply(dc[:k], f[j, :k], out=dc_next[:k])      # dc_{t-1}
                     np.matmul(dz_t[:k], weights_t, out=dxh[t, :k])      # dx_t, dh_{t-1}
+                    if keep is not None:
+                        dxh[t, :k, E:] *= keep[:k]    # the matmul read h_{t-1} * keep
                     np.copyto(dh[:k], dxh[t, :k, E:])
                 else:
                     # A mask with holes: a masked step is the identity on (h, c), so
@@ -327,6 +349,8 @@ class LSTM:
                     np.multiply(dc, f[j], out=carried)
                     np.copyto(dc_next, carried, where=m)
                     np.matmul(dz_t, weights_t, out=dxh[t])              # zero on masked rows
+                    if keep is not None:
+                        dxh[t, :, E:] *= keep
                     np.copyto(dh, dxh[t, :, E:], where=m)
         if dh_seq is not None:
             for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
@@ -491,15 +515,21 @@ class Dropout:
         self.rate = rate
         self.shared_axis = shared_axis
 
-    def forward(self, x, rng=None):
-        """x (any shape) -> (out, cache); cache is the scaled mask, or None when inactive."""
+    def mask(self, shape, dtype, rng=None):
+        """The scaled keep mask for inputs of this shape (shared_axis of size 1), or None when
+        inactive (no rng, or rate 0)."""
         if rng is None or self.rate == 0.0:
-            return x, None
-        shape = list(x.shape)
+            return None
+        shape = list(shape)
         if self.shared_axis is not None:
             shape[self.shared_axis] = 1
-        keep = (rng.random(shape) >= self.rate).astype(x.dtype) / x.dtype.type(1.0 - self.rate)
-        return x * keep, keep
+        dtype = np.dtype(dtype)
+        return (rng.random(shape) >= self.rate).astype(dtype) / dtype.type(1.0 - self.rate)
+
+    def forward(self, x, rng=None):
+        """x (any shape) -> (out, cache); cache is the scaled mask, or None when inactive."""
+        keep = self.mask(x.shape, x.dtype, rng)
+        return (x, None) if keep is None else (x * keep, keep)
 
     def backward(self, dout, keep):
         """dout like x -> dx."""
@@ -552,20 +582,21 @@ class Bidirectional:
     pass carries its state through. No initial state: both passes start from zeros.
     """
 
-    def __init__(self, input_dim, units, rng, return_sequences=False, dtype=np.float32):
+    def __init__(self, input_dim, units, rng, return_sequences=False, dtype=np.float32,
+                 recurrent_dropout=0.0):
         self.units = units
         self.return_sequences = return_sequences
-        self.forward_layer = LSTM(input_dim, units, rng, return_sequences, dtype)
-        self.backward_layer = LSTM(input_dim, units, rng, return_sequences, dtype)
+        self.forward_layer = LSTM(input_dim, units, rng, return_sequences, dtype, recurrent_dropout)
+        self.backward_layer = LSTM(input_dim, units, rng, return_sequences, dtype, recurrent_dropout)
 
     @property
     def weights(self):
         return self.forward_layer.weights + self.backward_layer.weights
 
-    def forward(self, x, mask=None):
-        """x (B, T, E), mask (B, T) or None -> (out (B, 2H) or (B, T, 2H), cache)."""
-        out_f, cache_f = self.forward_layer.forward(x, mask)
-        out_b, cache_b = self.backward_layer.forward(x[:, ::-1], None if mask is None else mask[:, ::-1])
+    def forward(self, x, mask=None, rng=None):
+        """x (B, T, E), mask (B, T) or None, rng (training) or None -> (out (B, 2H) or (B, T, 2H), cache)."""
+        out_f, cache_f = self.forward_layer.forward(x, mask, rng=rng)
+        out_b, cache_b = self.backward_layer.forward(x[:, ::-1], None if mask is None else mask[:, ::-1], rng=rng)
         if self.return_sequences:
             out_b = out_b[:, ::-1]
         return np.concatenate([out_f, out_b], axis=-1), (cache_f, cache_b)

@@ -26,12 +26,17 @@ class SentimentLSTM:
     LSTM state unchanged. The tutorial runs without it, as Keras's default does.
     dropout: rate of Keras's LSTM(dropout=...): each LSTM's input features are dropped with one
     mask per sequence, shared by all its time steps; active only in training (`rng` given).
+    recurrent_dropout: rate of Keras's LSTM(recurrent_dropout=...), on h_{t-1} where the
+    recurrent matmul reads it, one mask per sequence (see `LSTM`); in training only.
+    word_dropout: rate at which whole tokens are dropped (their embedding vectors zeroed, as
+    Keras's Dropout(noise_shape=(B, T, 1)) after the Embedding); in training only.
     dtype: float32 (default, as Keras's floatx) or float64 (for gradient checks).
     seed: an int or an np.random.Generator; all randomness comes from it.
     """
 
     def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
-                 pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None):
+                 pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None,
+                 recurrent_dropout=0.0, word_dropout=0.0):
         sizes = (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("units", units), ("num_layers", num_layers))
         for name, value in sizes:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -39,8 +44,10 @@ class SentimentLSTM:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
-        if not 0.0 <= dropout < 1.0:
-            raise NumpyLSTMError(f"dropout must be in [0, 1), got {dropout!r}")
+        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout),
+                           ("word_dropout", word_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise NumpyLSTMError(f"{name} must be in [0, 1), got {rate!r}")
         if pooling not in ("last", "mean", "max"):
             raise NumpyLSTMError(f"pooling must be last, mean or max, got {pooling!r}")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -48,13 +55,16 @@ class SentimentLSTM:
             "vocab_size": int(vocab_size), "embed_dim": int(embed_dim), "units": int(units),
             "mask_zero": bool(mask_zero), "dropout": float(dropout), "pooling": pooling,
             "num_layers": int(num_layers), "bidirectional": bool(bidirectional), "dtype": dtype.name,
+            "recurrent_dropout": float(recurrent_dropout), "word_dropout": float(word_dropout),
         }
         self.embedding = Embedding(vocab_size, embed_dim, rng, dtype)
         recurrent = Bidirectional if bidirectional else LSTM
         width = 2 * units if bidirectional else units
         self.rnns = [recurrent(embed_dim if k == 0 else width, units, rng,
-                               return_sequences=k < num_layers - 1 or pooling != "last", dtype=dtype)
+                               return_sequences=k < num_layers - 1 or pooling != "last", dtype=dtype,
+                               recurrent_dropout=recurrent_dropout)
                      for k in range(num_layers)]
+        self.word_dropout = Dropout(word_dropout, shared_axis=2)
         self.dropouts = [Dropout(dropout, shared_axis=1) for _ in range(num_layers)]
         self.pooling = None if pooling == "last" else TimePooling(pooling)
         self.dense = Dense(width, 1, rng, dtype)
@@ -105,21 +115,22 @@ class SentimentLSTM:
         """ids (B, T) -> (logits (B,), cache). With an rng (training), dropout is active."""
         ids = self._check_ids(ids)
         h, emb_cache = self.embedding.forward(ids)
+        h, word_cache = self.word_dropout.forward(h, rng)
         mask = ids != 0 if self.config["mask_zero"] else None
         rnn_caches = []
         for dropout, rnn in zip(self.dropouts, self.rnns):
             h, drop_cache = dropout.forward(h, rng)
-            h, rnn_cache = rnn.forward(h, mask=mask)
+            h, rnn_cache = rnn.forward(h, mask=mask, rng=rng)
             rnn_caches.append((drop_cache, rnn_cache))
         pool_cache = None
         if self.pooling is not None:
             h, pool_cache = self.pooling.forward(h, mask)
         logits, dense_cache = self.dense.forward(h)
-        return logits[:, 0], (emb_cache, rnn_caches, pool_cache, dense_cache)
+        return logits[:, 0], (emb_cache, word_cache, rnn_caches, pool_cache, dense_cache)
 
     def backward(self, dlogits, cache):
         """dlogits (B,) -> gradients in `get_weights()` order."""
-        emb_cache, rnn_caches, pool_cache, dense_cache = cache
+        emb_cache, word_cache, rnn_caches, pool_cache, dense_cache = cache
         dh, dense_grads = self.dense.backward(dlogits[:, None], dense_cache)
         if self.pooling is not None:
             dh = self.pooling.backward(dh, pool_cache)
@@ -128,6 +139,7 @@ class SentimentLSTM:
             dh, _, grads = rnn.backward(dh, rnn_cache)
             dh = dropout.backward(dh, drop_cache)
             rnn_grads = grads + rnn_grads
+        dh = self.word_dropout.backward(dh, word_cache)
         return self.embedding.backward(dh, emb_cache) + rnn_grads + dense_grads
 
     def gradients(self, ids, labels, rng=None):

@@ -50,6 +50,8 @@ class TrainConfig:
     units: int = 100
     mask: bool = False                  # mask padding (Keras mask_zero) and bucket batches by length
     dropout: float = 0.0                # LSTM input dropout, one mask per sequence
+    recurrent_dropout: float = 0.0      # dropout on h_{t-1} in the recurrent matmul, one mask per sequence
+    word_dropout: float = 0.0           # drop whole tokens' embeddings
     pooling: str = "last"               # Dense reads the last state, or the mean / max over time
     num_layers: int = 1                 # stacked LSTMs
     bidirectional: bool = False         # each LSTM reads forward and backward
@@ -84,8 +86,9 @@ class TrainConfig:
             raise NumpyLSTMError(f"clipnorm must be positive, got {self.clipnorm!r}")
         if not 0.0 < self.val_split < 1.0:
             raise NumpyLSTMError(f"val_split must be between 0 and 1, got {self.val_split!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise NumpyLSTMError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("dropout", "recurrent_dropout", "word_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise NumpyLSTMError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.pooling not in ("last", "mean", "max"):
             raise NumpyLSTMError(f"pooling must be last, mean or max, got {self.pooling!r}")
         return self
@@ -246,7 +249,8 @@ class RunDir:
 def build_model(config):
     return SentimentLSTM(vocab_size=config.vocab_size, embed_dim=config.embed_dim, units=config.units,
                          mask_zero=config.mask, dropout=config.dropout, pooling=config.pooling,
-                         num_layers=config.num_layers, bidirectional=config.bidirectional, seed=config.seed)
+                         num_layers=config.num_layers, bidirectional=config.bidirectional, seed=config.seed,
+                         recurrent_dropout=config.recurrent_dropout, word_dropout=config.word_dropout)
 
 
 def save_checkpoint(path, model, optimizer, rng, state, best_weights):

@@ -97,7 +97,8 @@ def test_same_seed_same_numbers(tree, tmp_path):
 
 
 def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tree, tmp_path):
-    args = ["train", "--data", tree, "--epochs", "30", "--seed", "3", "--patience", "100", *TINY]
+    args = ["train", "--data", tree, "--epochs", "30", "--seed", "3", "--patience", "100", *TINY,
+            "--mask", "--dropout", "0.2", "--recurrent-dropout", "0.2", "--word-dropout", "0.1"]
     straight = tmp_path / "straight"
     assert run_cli(*args, "--out", straight)[0] == 0
     killed = tmp_path / "killed"
@@ -147,6 +148,8 @@ def test_diverging_loss_stops_with_a_clear_message(tree, tmp_path):
     (["--lr", "-1"], "lr must be positive"),
     (["--vocab-size", "2"], "vocab_size must be at least 3"),
     (["--dropout", "1.5"], "dropout must be in"),
+    (["--recurrent-dropout", "1"], "recurrent_dropout must be in"),
+    (["--word-dropout", "-0.1"], "word_dropout must be in"),
 ])
 def test_nonsense_hyperparameters(flags, message, tree, tmp_path, capsys):
     assert main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), *TINY, *flags]) == 2

@@ -16,8 +16,11 @@ def random_lstm(rng, E=4, H=3, return_sequences=False):
     return layer
 
 
-def reference_lstm(x, kernel, recurrent_kernel, bias, h0, c0, mask=None):
-    """Textbook LSTM, one sample and one step at a time, every gate written out: (B, T, H)."""
+def reference_lstm(x, kernel, recurrent_kernel, bias, h0, c0, mask=None, keep=None):
+    """Textbook LSTM, one sample and one step at a time, every gate written out: (B, T, H).
+
+    keep (B, H): a recurrent dropout mask, multiplying h_{t-1} where the recurrent kernel reads it.
+    """
     B, T, _ = x.shape
     H = recurrent_kernel.shape[0]
     out = np.zeros((B, T, H))
@@ -25,7 +28,8 @@ def reference_lstm(x, kernel, recurrent_kernel, bias, h0, c0, mask=None):
         h, c = h0[b].copy(), c0[b].copy()
         for t in range(T):
             if mask is None or mask[b, t]:
-                z = x[b, t] @ kernel + h @ recurrent_kernel + bias
+                h_in = h if keep is None else h * keep[b]
+                z = x[b, t] @ kernel + h_in @ recurrent_kernel + bias
                 i = 1 / (1 + np.exp(-z[:H]))
                 f = 1 / (1 + np.exp(-z[H:2 * H]))
                 g = np.tanh(z[2 * H:3 * H])
@@ -98,10 +102,14 @@ def test_embedding_gradient_with_repeated_ids():
 
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
-def test_lstm_gradients(return_sequences, masked):
+@pytest.mark.parametrize("recurrent_dropout", [0.0, 0.4])
+def test_lstm_gradients(return_sequences, masked, recurrent_dropout):
     rng = np.random.default_rng(3)
     B, T, E, H = 3, 5, 4, 3
     layer = random_lstm(rng, E, H, return_sequences)
+    layer.recurrent_dropout.rate = recurrent_dropout
+    # The same seed on every call: the same dropout mask, so the output is a fixed function.
+    dropout_rng = (lambda: np.random.default_rng(11)) if recurrent_dropout else (lambda: None)
     x = rng.normal(size=(B, T, E))
     h0, c0 = rng.normal(size=(B, H)), rng.normal(size=(B, H))
     mask = None
@@ -110,10 +118,10 @@ def test_lstm_gradients(return_sequences, masked):
         mask[0, :2] = False   # pre-padding
         mask[1, 3] = False    # a hole in the middle
         mask[2, :] = False    # nothing at all: the state passes straight through
-    out, cache = layer.forward(x, mask, (h0, c0))
+    out, cache = layer.forward(x, mask, (h0, c0), dropout_rng())
     dout = rng.normal(size=out.shape)
     dx, (dh0, dc0), grads = layer.backward(dout, cache)
-    f = lambda: layer.forward(x, mask, (h0, c0))[0]  # noqa: E731
+    f = lambda: layer.forward(x, mask, (h0, c0), dropout_rng())[0]  # noqa: E731
     named = {"x": (x, dx), "h0": (h0, dh0), "c0": (c0, dc0),
              "kernel": (layer.kernel, grads[0]), "recurrent_kernel": (layer.recurrent_kernel, grads[1]),
              "bias": (layer.bias, grads[2])}
@@ -135,6 +143,25 @@ def test_lstm_matches_plain_reference(masked):
     layer.return_sequences = False
     last, _ = layer.forward(x, mask, (h0, c0))
     np.testing.assert_allclose(last, expected[:, -1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_lstm_recurrent_dropout_matches_plain_reference(masked):
+    rng = np.random.default_rng(14)
+    B, T, E, H = 4, 7, 5, 6
+    layer = random_lstm(rng, E, H, return_sequences=True)
+    layer.recurrent_dropout.rate = 0.5
+    x = rng.normal(size=(B, T, E))
+    h0, c0 = rng.normal(size=(B, H)), rng.normal(size=(B, H))
+    mask = rng.random((B, T)) > 0.3 if masked else None
+    out, _ = layer.forward(x, mask, (h0, c0), rng=np.random.default_rng(15))
+    keep = (np.random.default_rng(15).random((B, H)) >= 0.5) / 0.5      # the layer's draw
+    assert 0 < (keep == 0).sum() < keep.size
+    expected = reference_lstm(x, layer.kernel, layer.recurrent_kernel, layer.bias, h0, c0, mask, keep)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    plain = reference_lstm(x, layer.kernel, layer.recurrent_kernel, layer.bias, h0, c0, mask)
+    assert not np.allclose(out, plain)                     # the mask did act
+    np.testing.assert_allclose(layer.forward(x, mask, (h0, c0))[0], plain, rtol=1e-12, atol=1e-12)
 
 
 def test_lstm_keras_golden_numbers():

@@ -154,8 +154,9 @@ def test_load_errors_are_one_line(tmp_path):
         SentimentLSTM.load(mismatched)
 
 
-def test_dropout_gradients_and_inference():
-    model = SentimentLSTM(vocab_size=7, embed_dim=3, units=4, dropout=0.4, dtype="float64", seed=0)
+@pytest.mark.parametrize("kind", ["dropout", "recurrent_dropout", "word_dropout"])
+def test_dropout_gradients_and_inference(kind):
+    model = SentimentLSTM(vocab_size=7, embed_dim=3, units=4, dtype="float64", seed=0, **{kind: 0.4})
     ids = np.array([[1, 2, 3, 4], [5, 6, 1, 2]])
     labels = np.array([1, 0])
     # The same rng state each call gives the same dropout masks, so the loss is a fixed function.
@@ -169,11 +170,15 @@ def test_dropout_gradients_and_inference():
     np.testing.assert_array_equal(model.predict(ids), model.predict(ids))  # and not inference
 
 
-def test_dropout_mask_is_shared_across_time():
+def test_dropout_masks_are_shared_along_their_axis():
     from numpy_lstm.layers import Dropout
     out, keep = Dropout(0.5, shared_axis=1).forward(np.ones((4, 6, 5)), np.random.default_rng(0))
     assert keep.shape == (4, 1, 5)
     assert (out == out[:, :1]).all() and set(np.unique(out)) == {0.0, 2.0}
+    model = SentimentLSTM(vocab_size=7, embed_dim=3, units=4, word_dropout=0.5, seed=0)
+    out, keep = model.word_dropout.forward(np.ones((4, 6, 3)), np.random.default_rng(0))
+    assert keep.shape == (4, 6, 1)                   # whole tokens: all features of a step
+    assert (out == out[:, :, :1]).all() and set(np.unique(out)) == {0.0, 2.0}
 
 
 @pytest.mark.parametrize("pooling", ["mean", "max"])

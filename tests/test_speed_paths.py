@@ -21,9 +21,10 @@ def tiny_parts(monkeypatch):
     _parallel.set_num_threads(None)
 
 
-def run(layer, x, mask, state, dout_seed=1):
+def run(layer, x, mask, state, dout_seed=1, dropout_seed=None):
     """Forward and backward once: [out, dx, dh0, dc0, dkernel, drecurrent, dbias]."""
-    out, cache = layer.forward(x, mask, state)
+    rng = None if dropout_seed is None else np.random.default_rng(dropout_seed)
+    out, cache = layer.forward(x, mask, state, rng)
     dout = np.random.default_rng(dout_seed).normal(size=out.shape)
     dx, (dh0, dc0), grads = layer.backward(dout, cache)
     return [out, dx, dh0, dc0] + grads
@@ -47,13 +48,15 @@ def make_case(B, T=7, E=4, H=5, return_sequences=False, masked=False, seed=0):
 @pytest.mark.parametrize("B", [1, 2, 5, 13])
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("masked", [None, "pre", "holes"])
-def test_split_matches_one_process(tiny_parts, B, return_sequences, masked):
+@pytest.mark.parametrize("recurrent_dropout", [0.0, 0.3])
+def test_split_matches_one_process(tiny_parts, B, return_sequences, masked, recurrent_dropout):
     layer, x, mask, state = make_case(B, return_sequences=return_sequences, masked=masked)
+    layer.recurrent_dropout.rate = recurrent_dropout
     _parallel.set_num_threads(1)
-    expected = run(layer, x, mask, state)
+    expected = run(layer, x, mask, state, dropout_seed=4)
     for threads in (2, 3, 4):                     # 13 rows: parts of 6/7, 4/4/5, 3/3/3/4
         _parallel.set_num_threads(threads)
-        got = run(layer, x, mask, state)
+        got = run(layer, x, mask, state, dropout_seed=4)
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
@@ -206,12 +209,12 @@ def fresh_workers():
 def test_worker_failure_reaches_the_caller_and_the_next_call_recovers(monkeypatch, tiny_parts, fresh_workers, failure):
     original = LSTM._forward_rows
 
-    def misbehaving(self, x, mask, state):
+    def misbehaving(self, x, mask, state, keep):
         if (x == MARK).any():
             if failure == "die":
                 os._exit(3)
             raise ArithmeticError("marked input")
-        return original(self, x, mask, state)
+        return original(self, x, mask, state, keep)
 
     monkeypatch.setattr(LSTM, "_forward_rows", misbehaving)
     _parallel.set_num_threads(2)
