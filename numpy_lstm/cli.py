@@ -36,6 +36,8 @@ def add_train_parser(subparsers):
     add_setting(data, "--val-split", type=float, metavar="F", help="held-out fraction")
     add_setting(data, "--keep-negations", action=argparse.BooleanOptionalAction,
                 help="keep not/no/nor and the n't stems, which the stopword list removes")
+    add_setting(data, "--keep-stopwords", action=argparse.BooleanOptionalAction,
+                help="keep every stopword (the tutorial removes NLTK's English stopwords)")
     add_setting(data, "--vocab-size", type=int, metavar="N",
                 help="vocabulary size, counting the padding and out-of-vocabulary ids")
     add_setting(data, "--maxlen", type=int, metavar="N", help="pad or truncate reviews to N tokens")

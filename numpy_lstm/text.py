@@ -62,7 +62,7 @@ def english_stopwords():
         ) from None
 
 
-def preprocess_reviews(texts, keep_negations=False):
+def preprocess_reviews(texts, keep_negations=False, keep_stopwords=False):
     """Clean reviews the tutorial's way.
 
     In this order, as the tutorial does: lower-case; delete . ; : ! ' ? , " ( ) [ ]; replace
@@ -73,9 +73,10 @@ def preprocess_reviews(texts, keep_negations=False):
     tokens "<br" and ">".
 
     texts: iterable of str. keep_negations: keep the words in NEGATIONS (no, nor, not, ...),
-    which the tutorial drops. Returns a list of str, "" for a review with nothing left.
+    which the tutorial drops. keep_stopwords: drop no stopword at all (words like "but", "too",
+    "very" carry sentiment in context). Returns a list of str, "" for a review with nothing left.
     """
-    dropped = english_stopwords() | _ALWAYS_DROPPED
+    dropped = _ALWAYS_DROPPED if keep_stopwords else english_stopwords() | _ALWAYS_DROPPED
     if keep_negations:
         dropped -= NEGATIONS
     cleaned = []

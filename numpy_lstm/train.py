@@ -42,6 +42,7 @@ class TrainConfig:
     per_class: Optional[int] = 500      # first N positive and N negative training reviews
     val_split: float = 0.2              # held-out fraction of those reviews
     keep_negations: bool = False        # keep not/no/nor and n't forms through stopword removal
+    keep_stopwords: bool = False        # no stopword removal at all
     vocab_size: int = 500               # embedding rows, counting padding (0) and OOV (1)
     maxlen: int = 500                   # pad / truncate to this many tokens (Keras "pre")
     oov: str = "keep"                   # unknown words: "keep" as id 1, or "skip" them
@@ -117,7 +118,7 @@ def recipe_config(recipe, **overrides):
 
 def encode(texts, vocab, config):
     """Raw reviews -> padded ids (N, maxlen) int32, with the run's preprocessing."""
-    return encode_cleaned(preprocess_reviews(texts, keep_negations=config.keep_negations), vocab, config)
+    return encode_cleaned(preprocess_reviews(texts, config.keep_negations, config.keep_stopwords), vocab, config)
 
 
 def encode_cleaned(cleaned, vocab, config):
@@ -155,7 +156,7 @@ def prepare_data(config):
     x_val, y_val).
     """
     data = load_imdb(config.data, split="train", per_class=config.per_class)
-    cleaned = preprocess_reviews(data.texts, keep_negations=config.keep_negations)
+    cleaned = preprocess_reviews(data.texts, config.keep_negations, config.keep_stopwords)
     train_texts, val_texts, y_train, y_val = train_test_split(
         cleaned, data.labels, test_size=config.val_split, seed=config.seed, stratify=data.labels)
     vocab = Vocabulary(config.vocab_size).fit(train_texts)

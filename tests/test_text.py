@@ -54,6 +54,12 @@ def test_negations():
     assert clean("I didn't") == clean("I didn't", keep_negations=True) == "didnt"
 
 
+def test_keep_stopwords_keeps_every_word_but_the_empty_and_ampersand():
+    review = "this is not bad, but it was too long &  so  - don t"
+    assert clean(review) == "bad long"
+    assert clean(review, keep_stopwords=True) == "this is not bad but it was too long so don t"
+
+
 def test_negations_are_the_ones_nltk_drops():
     stop = english_stopwords()
     assert NEGATIONS <= stop
