@@ -190,7 +190,8 @@ class LSTM:
         dtype = self.kernel.dtype
         plan = _RowPlan(mask, B, T)
         # xh[t] = [x_t, h_{t-1}, 1] for t < T: the loop's matmul input, and backward's input for
-        # the weight gradients. The loop writes h_t straight into xh[t + 1]; xh[T] holds h_T.
+        # the weight gradients. The loop writes h_t straight into xh[t + 1] (h_t * keep with
+        # recurrent dropout, below); xh[T] holds the final state.
         xh = np.empty((T + 1, B, E + H + 1), dtype)
         xh[:T, :, :E] = plan.reorder(x).transpose(1, 0, 2)
         xh[T, :, :E] = 0.0
