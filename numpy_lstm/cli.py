@@ -40,6 +40,8 @@ def add_train_parser(subparsers):
                 help="keep every stopword (the tutorial removes NLTK's English stopwords)")
     add_setting(data, "--vocab-size", type=int, metavar="N",
                 help="vocabulary size, counting the padding and out-of-vocabulary ids")
+    add_setting(data, "--min-films", type=int, metavar="N",
+                help="keep only vocabulary words found in reviews of at least N films")
     add_setting(data, "--maxlen", type=int, metavar="N", help="pad or truncate reviews to N tokens")
     add_setting(data, "--oov", choices=("keep", "skip"),
                 help="words outside the vocabulary: keep them as one unknown-word id, or skip them")

@@ -40,7 +40,9 @@ CLASSES = (("pos", 1), ("neg", 0))
 
 _REVIEW_FILE = re.compile(r"([0-9]+)_([0-9]+)\.txt")
 _ARCHIVE_MEMBER = re.compile(r"(?:.*/)?(train|test)/(pos|neg)/([^/]+)")
-_PARSED_VERSION = 1
+_URLS_MEMBER = re.compile(r"(?:.*/)?(train|test)/urls_(pos|neg)\.txt")
+_FILM = re.compile(r"/title/(tt[0-9]+)")
+_PARSED_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -50,12 +52,15 @@ class ImdbData:
     texts: list of n str (raw text). labels: (n,) int64, 1 = positive, 0 = negative.
     ids: (n,) int64, the ID of ID_RATING.txt (unique per split and class, not overall).
     ratings: (n,) int64, the RATING, 7..10 for positives and 1..4 for negatives.
+    films: (n,) str, the IMDb title ("tt0453418") the review is about, from urls_{pos,neg}.txt
+    (line i is review id i); "" where the data has no such file.
     """
 
     texts: list
     labels: np.ndarray
     ids: np.ndarray
     ratings: np.ndarray
+    films: np.ndarray
 
     def __len__(self):
         return len(self.texts)
@@ -69,6 +74,7 @@ class _Review(NamedTuple):
     id: int
     rating: int
     text: str
+    film: str = ""
 
 
 def load_imdb(source=None, split="train", per_class=None):
@@ -179,12 +185,20 @@ def _read_folder(path, splits):
             raise MissingSplitError(f"{root} has no {split}/ folder: expected the aclImdb layout {split}/pos, {split}/neg")
         for name, label in CLASSES:
             folder = os.path.join(root, split, name)
+            urls = os.path.join(root, split, f"urls_{name}.txt")
+            films = _films(_read_bytes(urls)) if os.path.isfile(urls) else []
             for file_name in os.listdir(folder) if os.path.isdir(folder) else []:
                 file_path = os.path.join(folder, file_name)
                 key = _review_key(file_name, file_path)
                 if key is not None:
-                    reviews.append(_Review(split, label, *key, _review_text(_read_bytes(file_path))))
+                    reviews.append(_Review(split, label, *key, _review_text(_read_bytes(file_path)),
+                                           _film_of(key[0], films)))
     return reviews
+
+
+def _films(raw):
+    """The film of each line of a urls_{pos,neg}.txt file (line i: review id i), "" if none."""
+    return [m[1] if (m := _FILM.search(line)) else "" for line in raw.decode("utf-8", errors="replace").splitlines()]
 
 
 def _read_bytes(path):
@@ -198,10 +212,14 @@ def _read_bytes(path):
 def _read_archive(path):
     """All labeled reviews in the .tar(.gz) archive `path`, read in one streaming pass."""
     labels = dict(CLASSES)
-    reviews = []
+    reviews, films = [], {}
     try:
         with tarfile.open(path, "r|*") as archive:
             for member in archive:
+                urls = _URLS_MEMBER.fullmatch(member.name)
+                if urls and member.isfile():
+                    films[urls[1], labels[urls[2]]] = _films(archive.extractfile(member).read())
+                    continue
                 match = _ARCHIVE_MEMBER.fullmatch(member.name)
                 if match and member.isfile():
                     key = _review_key(match[3], member.name)
@@ -210,7 +228,13 @@ def _read_archive(path):
                         reviews.append(_Review(match[1], labels[match[2]], *key, _review_text(raw)))
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise NumpyLSTMError(f"cannot read the archive {path}, it is truncated or corrupt ({e})") from None
-    return reviews
+    # The url files may come before or after the reviews in the archive: films are added at the end.
+    return [r._replace(film=_film_of(r.id, films.get((r.split, r.label), []))) for r in reviews]
+
+
+def _film_of(review_id, films):
+    """Line review_id of a urls file's films, "" when the file is missing or too short."""
+    return films[review_id] if review_id < len(films) else ""
 
 
 def _read_archive_cached(path):
@@ -244,6 +268,7 @@ def _select(reviews, splits, per_class, where):
         labels=np.array([r.label for r in chosen], dtype=np.int64),
         ids=np.array([r.id for r in chosen], dtype=np.int64),
         ratings=np.array([r.rating for r in chosen], dtype=np.int64),
+        films=np.array([r.film for r in chosen], dtype=str),
     )
 
 

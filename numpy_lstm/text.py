@@ -126,11 +126,19 @@ class Vocabulary:
     def __len__(self):
         return len(self.index_word)
 
-    def fit(self, texts):
-        """Keep the size - 2 most frequent words of `texts` (iterable of str). Returns self."""
+    def fit(self, texts, groups=None, min_groups=1):
+        """Keep the size - 2 most frequent words of `texts` (iterable of str). Returns self.
+
+        groups: one label per text (e.g. its film); then only words found in texts of at least
+        min_groups different groups are kept.
+        """
         counts = collections.Counter()
         for text in texts:
             counts.update(_tokens(text))
+        if groups is not None and min_groups > 1:
+            seen = {(word, group) for text, group in zip(texts, groups) for word in _tokens(text)}
+            spread = collections.Counter(word for word, _ in seen)
+            counts = {w: c for w, c in counts.items() if spread[w] >= min_groups}
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         self._set_words([word for word, _ in ranked[: self.size - 2]])
         return self

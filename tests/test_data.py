@@ -367,3 +367,14 @@ def test_real_dataset(imdb_path):
     assert seed.texts == d.texts[:500] + d.texts[12_500:13_000]
     cleaned = preprocess_reviews(seed.texts)
     assert len(cleaned) == 1000 and all(cleaned)
+
+
+def test_films_from_the_url_files(source, tmp_path):
+    # line i of urls_{pos,neg}.txt is review id i; reviews without a line get ""
+    files = {**TREE, "train/urls_pos.txt": b"http://www.imdb.com/title/tt01/usercomments\n" * 2
+             + b"http://www.imdb.com/title/tt02/usercomments\n",
+             "train/urls_neg.txt": b"http://www.imdb.com/title/tt03/usercomments\n"}
+    d = load_imdb(make_archive(tmp_path, files, "films.tar.gz"), split="train")
+    assert d.films.tolist() == ["tt01", "tt02", "", "tt03", ""]  # ids 1, 2, 10 (pos), 0, 5 (neg)
+    assert load_imdb(make_tree(tmp_path / "films", files), split="train").films.tolist() == d.films.tolist()
+    assert load_imdb(source, split="test").films.tolist() == ["", ""]

@@ -259,3 +259,10 @@ def test_pad_sequences_needs_flat_sequences():
     with pytest.raises(NumpyLSTMError) as excinfo:
         pad_sequences([[1], [[1, 2]]])
     assert "sequence 1" in str(excinfo.value)
+
+
+def test_vocabulary_words_of_enough_groups():
+    texts = ["alpha beta", "alpha beta", "alpha gamma", "gamma"]
+    vocab = Vocabulary(10).fit(texts, groups=["f1", "f1", "f2", "f3"], min_groups=2)
+    assert vocab.index_word[2:] == ["alpha", "gamma"]  # beta is in one film only
+    assert Vocabulary(10).fit(texts, groups=["f1"] * 4, min_groups=1).index_word[2:] == ["alpha", "beta", "gamma"]
