@@ -12,7 +12,8 @@ at one thread so that its threads and our processes do not fight over the cores.
 
 Workers are forked on first use (Linux only; elsewhere every part runs in the calling process),
 ignore Ctrl-C (the parent handles it) and exit when the parent goes. A part costs one message
-each way per pass: its inputs and weights out, its outputs back.
+each way per pass: its inputs and weights out, its outputs back. The pipes serve one caller at
+a time: run LSTMs from one thread of a process.
 
 The core count is `set_num_threads(n)` (the name PyTorch uses), else the environment variable
 NUMPY_LSTM_THREADS, else the number of CPUs this process may use, capped at
@@ -168,8 +169,10 @@ class _Worker:
         self.process.start()
         there.close()
         self.conn = here
-        self.dropped = []      # caches (by token) and layers (by key) to forget, sent with the
-        self.dropped_layers = []   # next request
+        # What the worker may forget, sent along with the next request: caches whose handle has
+        # gone (by token) and layers that have gone (by key).
+        self.dropped = []
+        self.dropped_layers = []
 
     def request(self, op, key, token, payload):
         self.conn.send((op, key, token, payload, np.geterr(), self.dropped[:], self.dropped_layers[:]))
