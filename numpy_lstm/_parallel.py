@@ -35,6 +35,8 @@ import weakref
 
 import numpy as np
 
+from .errors import NumpyLSTMError
+
 MAX_DEFAULT_THREADS = 4
 MIN_ROWS_PER_PART = 8     # fewer rows than this per part and the split costs more than it gains
 
@@ -94,9 +96,9 @@ def _default_threads():
         try:
             n = int(env)
         except ValueError:
-            raise ValueError(f"NUMPY_LSTM_THREADS must be a positive integer, got {env!r}") from None
+            raise NumpyLSTMError(f"NUMPY_LSTM_THREADS must be a positive integer, got {env!r}") from None
         if n < 1:
-            raise ValueError(f"NUMPY_LSTM_THREADS must be a positive integer, got {env!r}")
+            raise NumpyLSTMError(f"NUMPY_LSTM_THREADS must be a positive integer, got {env!r}")
         return n
     try:
         cpus = len(os.sched_getaffinity(0))
@@ -205,6 +207,16 @@ def _usable_workers(n):
     while len(_workers) < n:
         _workers.append(_Worker())
     return _workers[:n]
+
+
+def start_workers():
+    """Fork the workers now, for get_num_threads() cores, rather than at the first LSTM pass.
+
+    A worker is a copy of its parent at the fork: what the parent holds then stays shared until
+    written, but counts in the worker's resident size too. Forked before the data is loaded, a
+    worker holds only the code and its own buffers.
+    """
+    _usable_workers(get_num_threads() - 1)
 
 
 def _reset_workers():

@@ -9,6 +9,7 @@ import datetime
 import os
 import sys
 
+from . import _parallel
 from .errors import NumpyLSTMError
 from .train import RECIPES, RunDir, TrainConfig, encode, evaluate, fit, load_test_set, recipe_config
 
@@ -141,6 +142,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        _parallel.start_workers()      # before any data is loaded: see start_workers
         if args.command == "train":
             cmd_train(args)
         elif args.command == "predict":

@@ -158,6 +158,13 @@ def test_nonsense_hyperparameters(flags, message, tree, tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
+def test_bad_core_count_in_the_environment(tmp_path, tree):
+    code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "r", *TINY,
+                           env_extra={"NUMPY_LSTM_THREADS": "two"})
+    assert code == 2 and "NUMPY_LSTM_THREADS must be a positive integer" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_bad_paths_and_run_directories(tmp_path, tree):
     code, _, err = run_cli("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "r", *TINY)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from numpy_lstm import LSTM, Embedding, check_gradient
+from numpy_lstm import LSTM, Embedding, NumpyLSTMError, check_gradient
 from numpy_lstm import _parallel
 
 
@@ -172,7 +172,7 @@ def test_thread_settings(monkeypatch):
         with pytest.raises(ValueError):
             _parallel.set_num_threads(bad)
     monkeypatch.setenv("NUMPY_LSTM_THREADS", "many")
-    with pytest.raises(ValueError, match="NUMPY_LSTM_THREADS"):
+    with pytest.raises(NumpyLSTMError, match="NUMPY_LSTM_THREADS"):
         _parallel.get_num_threads()
 
 
