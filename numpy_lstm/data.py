@@ -42,7 +42,7 @@ _REVIEW_FILE = re.compile(r"([0-9]+)_([0-9]+)\.txt")
 _ARCHIVE_MEMBER = re.compile(r"(?:.*/)?(train|test)/(pos|neg)/([^/]+)")
 _URLS_MEMBER = re.compile(r"(?:.*/)?(train|test)/urls_(pos|neg)\.txt")
 _FILM = re.compile(r"/title/(tt[0-9]+)")
-_PARSED_VERSION = 2
+_PARSED_VERSION = 3
 
 
 @dataclasses.dataclass
@@ -90,7 +90,7 @@ def load_imdb(source=None, split="train", per_class=None):
         raise NumpyLSTMError(f"per_class must be a positive integer or None, got {per_class!r}")
     path = find_data(source)
     if os.path.isfile(path):
-        reviews = _read_archive_cached(path)
+        reviews = _read_archive_cached(path, SPLITS[split])
     else:
         reviews = _read_folder(path, SPLITS[split])
     return _select(reviews, SPLITS[split], per_class, path)
@@ -237,21 +237,29 @@ def _film_of(review_id, films):
     return films[review_id] if review_id < len(films) else ""
 
 
-def _read_archive_cached(path):
-    """`_read_archive(path)`, through a JSON copy in the cache keyed by the archive's size and mtime."""
+def _read_archive_cached(path, splits):
+    """The reviews of `splits` in the archive, through JSON copies in the cache, one per split,
+    keyed by the archive's size and mtime: loading one split's copy takes half the memory of both."""
     stat = os.stat(path)
-    cached = os.path.join(cache_dir(), f"reviews-v{_PARSED_VERSION}-{stat.st_size}-{stat.st_mtime_ns}.json")
+
+    def cached(split):
+        return os.path.join(cache_dir(), f"reviews-v{_PARSED_VERSION}-{stat.st_size}-{stat.st_mtime_ns}-{split}.json")
+
     try:
-        with open(cached, encoding="utf-8") as f:
-            return [_Review(*row) for row in json.load(f)]
+        reviews = []
+        for split in splits:
+            with open(cached(split), encoding="utf-8") as f:
+                reviews += [_Review(*row) for row in json.load(f)]
+        return reviews
     except (OSError, ValueError, TypeError):  # no copy yet, or an unreadable one: parse again
         pass
     reviews = _read_archive(path)
     try:
-        write_text(cached, json.dumps(reviews, ensure_ascii=False))
+        for split in SPLITS["all"]:
+            write_text(cached(split), json.dumps([r for r in reviews if r.split == split], ensure_ascii=False))
     except OSError:  # a read-only cache costs time on the next run, not correctness
         pass
-    return reviews
+    return [r for r in reviews if r.split in splits]
 
 
 def _select(reviews, splits, per_class, where):

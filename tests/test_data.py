@@ -187,7 +187,7 @@ def test_unreadable_archive(tmp_path, content):
 def test_parsed_archive_is_cached(tmp_path, monkeypatch):
     archive = make_archive(tmp_path)
     first = load_imdb(archive, split="all")
-    assert len(os.listdir(tmp_path / "cache")) == 1
+    assert len(os.listdir(tmp_path / "cache")) == 2      # one copy per split
 
     def no_parsing(path):
         raise AssertionError("the archive was parsed again")
@@ -205,9 +205,10 @@ def test_parsed_archive_is_cached(tmp_path, monkeypatch):
 def test_unreadable_cache_is_parsed_again(tmp_path):
     archive = make_archive(tmp_path)
     load_imdb(archive)
-    (cached,) = (tmp_path / "cache").iterdir()
-    cached.write_text("{not json")
+    for cached in (tmp_path / "cache").iterdir():
+        cached.write_text("{not json")
     assert load_imdb(archive).ids.tolist() == [1, 2, 10, 0, 5]
+    assert load_imdb(archive, split="test").ids.tolist() == [3, 4]
 
 
 def test_source_beats_environment_beats_cache(tmp_path, monkeypatch):
