@@ -10,10 +10,10 @@ two threads spend much of that waiting for each other's interpreter lock (measur
 with two threads, against 1.6x and more with two processes). While a part runs, OpenBLAS is held
 at one thread so that its threads and our processes do not fight over the cores.
 
-Workers are forked on first use (Linux only; elsewhere every part runs in the calling process),
-ignore Ctrl-C (the parent handles it) and exit when the parent goes. A part costs one message
-each way per pass: its inputs and weights out, its outputs back. The pipes serve one caller at
-a time: run LSTMs from one thread of a process.
+Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
+the calling process), ignore Ctrl-C (the parent handles it) and exit when the parent goes. A
+part costs one message each way per pass: its inputs and weights out, its outputs back. The
+pipes serve one caller at a time: run LSTMs from one thread of a process.
 
 The core count is `set_num_threads(n)` (the name PyTorch uses), else the environment variable
 NUMPY_LSTM_THREADS, else the number of CPUs this process may use, capped at
