@@ -132,6 +132,7 @@ class Vocabulary:
         groups: one label per text (e.g. its film); then only words found in texts of at least
         min_groups different groups are kept.
         """
+        texts = list(texts)                  # read twice with groups
         counts = collections.Counter()
         for text in texts:
             counts.update(_tokens(text))
