@@ -450,23 +450,25 @@ class _RowPlan:
     have started at step t are the first `active[t]` rows. Any other mask (holes in the middle):
     rows as they are, and masked rows copy their previous state at each partial step.
 
-    The loop's arrays hold the rows in `order` (None: as given); `restore` and `reorder` map
-    arrays with a batch axis first between the two orders.
+    The loop's arrays hold the rows in `order` (None: as given, which includes rows already in
+    order of start, as `_batch_parts` deals them); `restore` and `reorder` map arrays with a
+    batch axis first between the two orders.
     """
 
     def __init__(self, mask, B, T):
         self.T = T
         self.order = self._inverse = None
+        self.prepadded = False
         self.unmasked = None                     # (T, B, 1) in loop order, for masks with holes
         if mask is None or T == 0:
             self.start = np.zeros(B, int)
             return
         mask = np.asarray(mask, bool)
-        self.start, prepadded = _token_starts(mask)
-        if not prepadded:                        # a hole after the first token
+        self.start, self.prepadded = _token_starts(mask)
+        if not self.prepadded:                   # a hole after the first token
             self.unmasked = np.ascontiguousarray(mask.T)[:, :, None]
             return
-        if not self.start.any():                 # nothing masked: no need to reorder
+        if (np.diff(self.start) >= 0).all():     # already in order of start
             return
         self.order = np.argsort(self.start, kind="stable")
         self.start = self.start[self.order]
@@ -482,14 +484,14 @@ class _RowPlan:
         T, B = self.T, len(self.start)
         t0 = int(self.start.min()) if B else T
         active = np.searchsorted(self.start, np.arange(T), side="right").tolist() \
-            if self.order is not None else [B] * T
+            if self.prepadded else [B] * T
         if self.unmasked is None:
             return t0, active, [False] * T, None
         return t0, active, (~self.unmasked.all(axis=(1, 2))).tolist(), self.unmasked
 
     def late_rows(self):
         """(row, first step) of the rows, in loop order, that start after step 0."""
-        if self.order is None:
+        if not self.prepadded:
             return []
         return [(r, int(s)) for r, s in enumerate(self.start) if s > 0]
 
