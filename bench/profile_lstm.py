@@ -11,7 +11,6 @@ Thread count 1, so the timers do not overlap.
 """
 import argparse
 import collections
-import statistics
 import subprocess
 import sys
 import time
