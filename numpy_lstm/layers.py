@@ -257,8 +257,7 @@ class LSTM:
             out = plan.restore(hs[1:].transpose(1, 0, 2))   # h_1 .. h_T
         else:
             out = plan.restore(hs[T].copy())                # h_T (h0 if T = 0)
-        # A list, not a tuple: backward empties it, since it overwrites the gates with dz.
-        return out, [xh, plan, gates, c, tanh_c, keep]
+        return out, _LoopCache([xh, plan, gates, c, tanh_c, keep], self._spare)
 
     def _backward_rows(self, dout, cache):
         """backward() on one part of the batch, in this process, with its `_forward_rows` cache.
@@ -366,6 +365,23 @@ class LSTM:
         self._spare.give(gates, c, tanh_c)
         dx = plan.restore(dxh[:, :, :E].transpose(1, 0, 2))
         return dx, (plan.restore(dh), plan.restore(dc_next)), [dkernel, drecurrent, dbias]
+
+
+class _LoopCache(list):
+    """What `_forward_rows` keeps for backward: [xh, plan, gates, c, tanh_c, keep].
+
+    A list, so that backward can empty it: it overwrites the gates with dz, then hands gates, c
+    and tanh_c back to the layer's spare arrays. A cache dropped without a backward (evaluation,
+    prediction) hands them back as it goes, so that a run of forwards reuses one set of buffers.
+    """
+
+    def __init__(self, items, spare):
+        super().__init__(items)
+        self._spare = spare
+
+    def __del__(self):
+        if self[2] is not None:
+            self._spare.give(*self[2:5])
 
 
 class _SpareArrays:

@@ -150,6 +150,23 @@ def test_cache_is_spent_by_backward_and_buffers_are_reused(tiny_parts):
         np.testing.assert_array_equal(a, b)
 
 
+def test_forward_without_backward_hands_its_buffers_back(tiny_parts):
+    _parallel.set_num_threads(1)                     # one part, in this process, to look at
+    layer, x, mask, state = make_case(6, masked="pre", seed=8)
+    expected = run(layer, x, mask, state)
+    _, (_, [dropped]) = layer.forward(x, mask, state)
+    gates = dropped[2]
+    del dropped                                      # evaluation: no backward
+    out, cache = layer.forward(x, mask, state)
+    assert np.shares_memory(cache[1][0][2], gates)   # the next forward got the buffers back
+    for seed in range(3):                            # more unused forwards leave a live cache be
+        layer.forward(np.random.default_rng(seed).normal(size=x.shape), mask, state)
+    dout = np.random.default_rng(1).normal(size=out.shape)
+    dx, (dh0, dc0), grads = layer.backward(dout, cache)
+    for a, b in zip(expected, [out, dx, dh0, dc0] + grads):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("time_major", [False, True])
 def test_embedding_backward_equals_scatter_add(time_major):
     rng = np.random.default_rng(8)
