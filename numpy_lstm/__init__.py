@@ -5,7 +5,7 @@ from .errors import NumpyLSTMError
 from .gradcheck import check_gradient, numerical_gradient, relative_error
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling, sigmoid
 from .losses import binary_crossentropy
-from .model import SentimentLSTM
+from .model import Ensemble, SentimentLSTM
 from .optimizers import SGD, Adam, clip_by_global_norm
 from .text import Vocabulary, pad_sequences, preprocess_reviews
 from .train import RECIPES, TrainConfig, recipe_config
@@ -13,7 +13,7 @@ from .train import RECIPES, TrainConfig, recipe_config
 __version__ = "0.1.0"
 
 __all__ = [
-    "Adam", "Bidirectional", "Dense", "Dropout", "Embedding", "ImdbData", "LSTM", "NumpyLSTMError",
+    "Adam", "Bidirectional", "Dense", "Dropout", "Embedding", "Ensemble", "ImdbData", "LSTM", "NumpyLSTMError",
     "RECIPES", "SGD", "SentimentLSTM", "TimePooling", "TrainConfig", "Vocabulary",
     "binary_crossentropy", "check_gradient", "clip_by_global_norm", "get_num_threads", "load_imdb",
     "numerical_gradient", "pad_sequences", "preprocess_reviews", "recipe_config", "relative_error",

@@ -73,6 +73,9 @@ def add_train_parser(subparsers):
     add_setting(opt, "--clipnorm", type=float, metavar="NORM", help="clip gradients to this global norm")
     add_setting(opt, "--patience", type=int, metavar="N",
                 help="stop after N epochs without a better held-out loss and keep the best epoch")
+    add_setting(opt, "--ensemble", type=int, metavar="N",
+                help="train N models, each from its own initialisation and batch order, and average "
+                     "their logits (N times the training time)")
     add_setting(opt, "--seed", type=int, metavar="N", help="seed of the split, the initialisation and the shuffling")
 
 

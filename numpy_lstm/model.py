@@ -187,3 +187,28 @@ class SentimentLSTM:
             raise NumpyLSTMError(f"{path} lacks the weight {missing[0]} that its config calls for")
         model.set_weights([arrays[name] for name in model.weight_names])
         return model
+
+
+class Ensemble:
+    """Several trained SentimentLSTMs read as one (what `numpy-lstm train --ensemble N` makes).
+
+    The ensemble's logit is the mean of the members' logits: the geometric mean of their odds.
+    Members that err in different places (different initialisations and batch orders) outvote
+    each other's mistakes. Inference only; each member trains on its own.
+    """
+
+    def __init__(self, members):
+        self.members = list(members)
+        if not self.members:
+            raise NumpyLSTMError("an ensemble needs at least one model")
+
+    @property
+    def weights(self):
+        """Every member's weights, member after member."""
+        return [w for m in self.members for w in m.weights]
+
+    def forward(self, ids, rng=None):
+        """ids (B, T) -> (mean logits (B,), None): no cache, there is no backward."""
+        return np.mean([m.forward(ids)[0] for m in self.members], axis=0), None
+
+    predict = SentimentLSTM.predict

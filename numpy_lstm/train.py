@@ -27,7 +27,7 @@ from .data import load_imdb, train_test_split
 from .errors import MissingSplitError, NumpyLSTMError
 from .fileio import atomic_path, write_text
 from .losses import binary_crossentropy
-from .model import SentimentLSTM
+from .model import Ensemble, SentimentLSTM
 from .optimizers import Adam, clip_by_global_norm
 from .progress import ProgressBar, format_metrics
 from .text import Vocabulary, pad_sequences, preprocess_reviews
@@ -65,12 +65,14 @@ class TrainConfig:
     clipnorm: Optional[float] = None    # clip gradients by global norm
     patience: Optional[int] = None      # early stopping on held-out loss, restoring the best epoch
     seed: int = 0
+    ensemble: int = 1                   # train this many models (seeds differ) and average their logits
     test_limit: Optional[int] = None    # evaluate on a seeded, balanced subset of the test set
 
     def validate(self):
         positive = {"vocab_size": self.vocab_size, "maxlen": self.maxlen, "embed_dim": self.embed_dim,
                     "units": self.units, "epochs": self.epochs, "batch_size": self.batch_size,
-                    "num_layers": self.num_layers, "min_films": self.min_films}
+                    "num_layers": self.num_layers, "min_films": self.min_films,
+                    "ensemble": self.ensemble}
         for name in ("per_class", "patience", "test_limit"):
             if getattr(self, name) is not None:
                 positive[name] = getattr(self, name)
@@ -246,17 +248,28 @@ class RunDir:
         except (ValueError, TypeError) as e:
             raise NumpyLSTMError(f"{self.file('config.json')} is not a valid run config: {e}") from None
 
+    @staticmethod
+    def member_dir(k, ensemble):
+        """Subdirectory of model k of an ensemble of `ensemble`: none when it is the only model."""
+        return "" if ensemble == 1 else f"model-{k + 1}"
+
+    def member(self, k, ensemble):
+        return self if ensemble == 1 else RunDir(self.file(self.member_dir(k, ensemble)))
+
     def load_model(self):
-        """(model, vocab, config) of a finished run."""
+        """(model, vocab, config) of a finished run; an Ensemble when it trained several models."""
         config = self.load_config()
-        self.require("model.npz", "vocab.json")
-        return SentimentLSTM.load(self.file("model.npz")), Vocabulary.load(self.file("vocab.json")), config
+        names = [os.path.join(self.member_dir(k, config.ensemble), "model.npz") for k in range(config.ensemble)]
+        self.require("vocab.json", *names)
+        models = [SentimentLSTM.load(self.file(name)) for name in names]
+        model = models[0] if config.ensemble == 1 else Ensemble(models)
+        return model, Vocabulary.load(self.file("vocab.json")), config
 
 
-def build_model(config):
+def build_model(config, rng):
     return SentimentLSTM(vocab_size=config.vocab_size, embed_dim=config.embed_dim, units=config.units,
                          mask_zero=config.mask, dropout=config.dropout, pooling=config.pooling,
-                         num_layers=config.num_layers, bidirectional=config.bidirectional, seed=config.seed,
+                         num_layers=config.num_layers, bidirectional=config.bidirectional, seed=rng,
                          recurrent_dropout=config.recurrent_dropout, word_dropout=config.word_dropout)
 
 
@@ -393,21 +406,42 @@ def fit(config, out, resume=False, quiet=False, log=print):
     say(f"{len(x_train)} training and {len(x_val)} held-out reviews, {len(vocab)} ids in the "
         f"vocabulary, padded to {config.maxlen} ({time.perf_counter() - t0:.1f}s)")
 
-    model = build_model(config)
+    models, states = [], []
+    for member in range(config.ensemble):
+        if config.ensemble > 1:
+            say(f"Model {member + 1}/{config.ensemble}")
+        model, state = train_model(config, member, run.member(member, config.ensemble),
+                                   (x_train, y_train, x_val, y_val), resume, quiet, say)
+        models.append(model)
+        states.append(state)
+    model = models[0] if config.ensemble == 1 else Ensemble(models)
+    return finish(run, config, model, vocab, x_val, y_val, states, say)
+
+
+def train_model(config, member, run, data, resume, quiet, say):
+    """Train one model (member `member` of the ensemble) into `run`; returns (model, state).
+
+    Every epoch ends with an atomic checkpoint, so an interrupted model resumes where it stopped.
+    Member 0 draws its initialisation and batch order from the seed; member k > 0 from (seed, k).
+    """
+    x_train, y_train, x_val, y_val = data
+    os.makedirs(run.path, exist_ok=True)
+    stream = [] if member == 0 else [member]
+    model = build_model(config, np.random.default_rng([config.seed, *stream]))
     if config.nb_init:
         # Start with one embedding feature that already says how positive each word is, so the
         # LSTM's first job is to add it up over the review rather than to discover it.
         model.embedding.embeddings[:, 0] = config.nb_init * log_count_ratio(x_train, y_train, config.vocab_size)
     optimizer = Adam(learning_rate=config.lr)
-    rng = np.random.default_rng([config.seed, 1])  # shuffling and dropout; the init used seed
+    rng = np.random.default_rng([config.seed, 1, *stream])  # shuffling and dropout
     state = {"epoch": 0, "history": [], "best_val_loss": None, "best_epoch": None, "wait": 0,
              "stopped_early": False, "train_seconds": 0.0}
     best_weights = None
     if resume and os.path.exists(run.file("checkpoint.npz")):
         state, best_weights = load_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng)
-        say(f"resuming {out} after epoch {state['epoch']}")
+        say(f"resuming {run.path} after epoch {state['epoch']}")
     elif resume:
-        say(f"{out} stopped before its first checkpoint: starting it from the beginning")
+        say(f"{run.path} stopped before its first checkpoint: starting it from the beginning")
 
     lengths = (x_train != 0).sum(axis=1)
     while state["epoch"] < config.epochs and not state["stopped_early"]:
@@ -419,7 +453,7 @@ def fit(config, out, resume=False, quiet=False, log=print):
         try:
             loss, accuracy = train_epoch(model, optimizer, x_train, y_train, batches, config, epoch, rng, bar)
         except FloatingPointError as e:
-            kept = (f"the last good checkpoint (epoch {state['epoch']}) is in {out}" if state["epoch"]
+            kept = (f"the last good checkpoint (epoch {state['epoch']}) is in {run.path}" if state["epoch"]
                     else "no epoch had finished, so there is no checkpoint")
             raise NumpyLSTMError(f"{e}: training stopped; {kept}; try a smaller --lr or --clipnorm") from None
         val_loss, val_accuracy = evaluate(model, x_val, y_val)
@@ -446,12 +480,17 @@ def fit(config, out, resume=False, quiet=False, log=print):
     if best_weights is not None:
         model.set_weights(best_weights)
     model.save(run.file("model.npz"))
-    return finish(run, config, model, vocab, x_val, y_val, state, say)
+    state["plotted"] = bool(state["history"]) and plot_curves(run.file("curves.png"), state["history"])
+    return model, state
 
 
-def finish(run, config, model, vocab, x_val, y_val, state, say):
-    """Evaluate on the held-out part and the official test set; write metrics and curves."""
+def finish(run, config, model, vocab, x_val, y_val, states, say):
+    """Evaluate on the held-out part and the official test set; write metrics.
+
+    states: each model's training state. An ensemble's metrics list its models' epochs.
+    """
     start = time.perf_counter()
+    per_model = (lambda values: values[0]) if len(states) == 1 else (lambda values: values)
     val_loss, val_accuracy = evaluate(model, x_val, y_val)
     test = load_test_set(config, vocab)
     test_loss, test_accuracy = evaluate(model, *test) if test is not None else (None, None)
@@ -460,19 +499,19 @@ def finish(run, config, model, vocab, x_val, y_val, state, say):
         "val_accuracy": val_accuracy, "val_loss": val_loss, "val_n": int(len(y_val)),
         "test_accuracy": test_accuracy, "test_loss": test_loss,
         "test_n": int(len(test[1])) if test is not None else 0,
-        "epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
-        "train_seconds": round(state["train_seconds"], 2),
+        "epochs_run": per_model([state["epoch"] for state in states]),
+        "best_epoch": per_model([state["best_epoch"] for state in states]),
+        "train_seconds": round(sum(state["train_seconds"] for state in states), 2),
         "eval_seconds": round(time.perf_counter() - start, 2),
     }
     write_text(run.file("metrics.json"), json.dumps(metrics, indent=2) + "\n")
-    plotted = bool(state["history"]) and plot_curves(run.file("curves.png"), state["history"])
     say("held-out" + format_metrics({"loss": val_loss, "accuracy": val_accuracy}) + f" ({len(y_val)} reviews)")
     if test is None:
         say("official test set: not in the data, skipped")
     else:
         say("official test" + format_metrics({"loss": test_loss, "accuracy": test_accuracy})
             + f" ({metrics['test_n']} reviews)")
-    if not plotted:
+    if not all(state["plotted"] for state in states):
         say("curves.png not written: matplotlib is not installed (pip install 'numpy-lstm[plot]')")
     say(f"run saved in {run.path}")
     return metrics

@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from numpy_lstm import SentimentLSTM, sigmoid
 from numpy_lstm.cli import main
+from numpy_lstm.train import RunDir, encode
 
 GOOD = "great wonderful superb loved brilliant enjoyable masterpiece touching".split()
 BAD = "awful boring terrible hated dull waste worst mess".split()
@@ -96,28 +98,70 @@ def test_same_seed_same_numbers(tree, tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a if k != "config")
 
 
-def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tree, tmp_path):
-    args = ["train", "--data", tree, "--epochs", "30", "--seed", "3", "--patience", "100", *TINY,
-            "--mask", "--dropout", "0.2", "--recurrent-dropout", "0.2", "--word-dropout", "0.1"]
-    straight = tmp_path / "straight"
-    assert run_cli(*args, "--out", straight)[0] == 0
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "numpy_lstm", *map(str, args), "--out", str(killed)],
+def kill_9_then_resume(args, out, marker):
+    """Start `numpy-lstm train ARGS --out OUT`, kill -9 it once the file `marker` exists, resume it."""
+    proc = subprocess.Popen([sys.executable, "-m", "numpy_lstm", *map(str, args), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (killed / "checkpoint.npz").exists() and time.time() < deadline:
+    while not marker.exists() and time.time() < deadline:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
-    code, _, err = run_cli("train", "--resume", killed)
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    code, _, err = run_cli("train", "--resume", out)
     assert code == 0, err
-    a, b = weights_of(straight / "model.npz"), weights_of(killed / "model.npz")
-    assert all(np.array_equal(a[k], b[k]) for k in a if k != "config")
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (straight, killed))
+
+
+def assert_same_run(a, b, model_dirs=("",)):
+    """Bit-identical weights, histories and metrics (times aside)."""
+    for d in model_dirs:
+        wa, wb = weights_of(a / d / "model.npz"), weights_of(b / d / "model.npz")
+        assert all(np.array_equal(wa[k], wb[k]) for k in wa if k != "config")
+        assert (a / d / "history.csv").read_text() == (b / d / "history.csv").read_text()
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
     assert {k: v for k, v in ma.items() if not k.endswith("seconds")} == \
         {k: v for k, v in mb.items() if not k.endswith("seconds")}
-    assert (straight / "history.csv").read_text() == (killed / "history.csv").read_text()
+
+
+def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tree, tmp_path):
+    args = ["train", "--data", tree, "--epochs", "30", "--seed", "3", "--patience", "100", *TINY,
+            "--mask", "--dropout", "0.2", "--recurrent-dropout", "0.2", "--word-dropout", "0.1"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_cli(*args, "--out", straight)[0] == 0
+    kill_9_then_resume(args, killed, killed / "checkpoint.npz")
+    assert_same_run(straight, killed)
+
+
+def test_ensemble_killed_in_its_second_model_resumes_to_the_same_end(tree, tmp_path):
+    args = ["train", "--data", tree, "--epochs", "20", "--seed", "3", "--patience", "100", "--ensemble", "3",
+            *TINY, "--mask", "--dropout", "0.2"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_cli(*args, "--out", straight)[0] == 0
+    kill_9_then_resume(args, killed, killed / "model-2" / "checkpoint.npz")
+    assert_same_run(straight, killed, model_dirs=("model-1", "model-2", "model-3"))
+
+
+def test_ensemble_averages_its_models_and_its_first_model_is_the_single_run(tree, tmp_path):
+    args = ["train", "--data", str(tree), "--epochs", "2", "--seed", "4", *TINY]
+    one, three = tmp_path / "one", tmp_path / "three"
+    assert main([*args, "--out", str(one)]) == 0
+    assert main([*args, "--ensemble", "3", "--out", str(three)]) == 0
+    single, first = weights_of(one / "model.npz"), weights_of(three / "model-1" / "model.npz")
+    assert all(np.array_equal(single[k], first[k]) for k in single if k != "config")
+    models = [SentimentLSTM.load(three / f"model-{k}" / "model.npz") for k in (1, 2, 3)]
+    assert not np.array_equal(models[0].embedding.embeddings, models[1].embedding.embeddings)
+    assert len(json.loads((three / "metrics.json").read_text())["epochs_run"]) == 3
+    texts = ["a wonderful superb film", "an awful boring mess", "film plot scene"]
+    code, stdout, _ = run_cli("predict", three, *texts)
+    assert code == 0
+    model, vocab, config = RunDir(three).load_model()
+    ids = encode(texts, vocab, config)
+    expected = sigmoid(np.mean([m.forward(ids)[0] for m in models], axis=0))
+    assert [line.split("\t")[0] for line in stdout.strip().splitlines()] == [f"{p:.4f}" for p in expected]
+    assert run_cli("evaluate", three, "--data", tree)[0] == 0
+    (three / "model-2" / "model.npz").unlink()
+    code, _, err = run_cli("predict", three, "great")
+    assert code != 0 and "no model-2/model.npz" in err and "Traceback" not in err
 
 
 def test_ctrl_c_says_how_to_resume(tree, tmp_path):
