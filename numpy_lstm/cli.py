@@ -52,6 +52,10 @@ def add_train_parser(subparsers):
     add_setting(model, "--nb-init", type=float, metavar="SCALE",
                 help="start embedding column 0 at SCALE times each word's naive Bayes log-count ratio "
                      "in the training reviews (0: off)")
+    add_setting(model, "--ppmi-init", type=float, metavar="STD",
+                help="start the other embedding columns at word vectors learned without labels from "
+                     "the training reviews (PPMI + SVD of word co-occurrences), scaled to this "
+                     "standard deviation (0: off)")
     add_setting(model, "--mask", action=argparse.BooleanOptionalAction,
                 help="mask padding and bucket batches by length")
     add_setting(model, "--dropout", type=float, metavar="RATE", help="LSTM input dropout")

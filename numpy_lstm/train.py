@@ -31,6 +31,7 @@ from .model import Ensemble, SentimentLSTM
 from .optimizers import Adam, clip_by_global_norm
 from .progress import ProgressBar, format_metrics
 from .text import Vocabulary, pad_sequences, preprocess_reviews
+from .wordvectors import ppmi_svd_vectors
 
 
 @dataclasses.dataclass
@@ -50,6 +51,7 @@ class TrainConfig:
                                         # name or plot word is not sentiment on other films)
     embed_dim: int = 32
     nb_init: float = 0.0                # > 0: embedding column 0 starts as this times log_count_ratio
+    ppmi_init: float = 0.0              # > 0: the other columns start as PPMI-SVD word vectors of this std
     units: int = 100
     mask: bool = False                  # mask padding (Keras mask_zero) and bucket batches by length
     dropout: float = 0.0                # LSTM input dropout, one mask per sequence
@@ -91,6 +93,11 @@ class TrainConfig:
             raise NumpyLSTMError(f"clipnorm must be positive, got {self.clipnorm!r}")
         if not 0.0 < self.val_split < 1.0:
             raise NumpyLSTMError(f"val_split must be between 0 and 1, got {self.val_split!r}")
+        if not self.ppmi_init >= 0:
+            raise NumpyLSTMError(f"ppmi_init must be 0 (off) or positive, got {self.ppmi_init!r}")
+        if self.ppmi_init and not 1 <= self.embed_dim - bool(self.nb_init) <= self.vocab_size:
+            raise NumpyLSTMError("ppmi_init needs embedding columns besides the naive Bayes one, "
+                                 "and no more of them than vocabulary ids")
         for name in ("dropout", "recurrent_dropout", "word_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise NumpyLSTMError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
@@ -406,21 +413,52 @@ def fit(config, out, resume=False, quiet=False, log=print):
     say(f"{len(x_train)} training and {len(x_val)} held-out reviews, {len(vocab)} ids in the "
         f"vocabulary, padded to {config.maxlen} ({time.perf_counter() - t0:.1f}s)")
 
+    word_vectors = None
+    if config.ppmi_init:
+        t0 = time.perf_counter()
+        word_vectors = scaled_word_vectors(config, x_train)
+        say(f"word vectors from the training reviews' co-occurrences ({time.perf_counter() - t0:.1f}s)")
+
     models, states = [], []
     for member in range(config.ensemble):
         if config.ensemble > 1:
             say(f"Model {member + 1}/{config.ensemble}")
         model, state = train_model(config, member, run.member(member, config.ensemble),
-                                   (x_train, y_train, x_val, y_val), resume, quiet, say)
+                                   (x_train, y_train, x_val, y_val), word_vectors, resume, quiet, say)
         models.append(model)
         states.append(state)
     model = models[0] if config.ensemble == 1 else Ensemble(models)
     return finish(run, config, model, vocab, x_val, y_val, states, say)
 
 
-def train_model(config, member, run, data, resume, quiet, say):
+def scaled_word_vectors(config, x_train):
+    """PPMI-SVD vectors (V, embed_dim minus the naive Bayes column) of the training ids x_train,
+    scaled to standard deviation config.ppmi_init over the ids that have one."""
+    vectors = ppmi_svd_vectors(x_train, config.vocab_size, config.embed_dim - bool(config.nb_init),
+                               np.random.default_rng([config.seed, 2]))
+    return vectors * (config.ppmi_init / vectors[vectors.any(axis=1)].std())
+
+
+def init_embedding(embeddings, config, x_train, y_train, word_vectors):
+    """Informed starting values for the embedding (V, E), in place.
+
+    With nb_init, column 0 is the naive Bayes log-count ratio times nb_init: one feature that
+    already says how positive each word is, so the LSTM's first job is to add it up over the
+    review rather than to discover it. With word_vectors, the other columns of the ids that have
+    a vector take it (padding, OOV and unseen ids keep their random start).
+    """
+    if config.nb_init:
+        embeddings[:, 0] = config.nb_init * log_count_ratio(x_train, y_train, config.vocab_size)
+    if word_vectors is not None:
+        known = word_vectors.any(axis=1)
+        embeddings[known, int(bool(config.nb_init)):] = word_vectors[known]
+
+
+def train_model(config, member, run, data, word_vectors, resume, quiet, say):
     """Train one model (member `member` of the ensemble) into `run`; returns (model, state).
 
+    word_vectors: None, or (V, columns) starting values of the embedding's columns after the naive
+    Bayes one, for the ids that have them (the others, padding and OOV among them, are zero rows).
     Every epoch ends with an atomic checkpoint, so an interrupted model resumes where it stopped.
     Member 0 draws its initialisation and batch order from the seed; member k > 0 from (seed, k).
     """
@@ -428,10 +466,7 @@ def train_model(config, member, run, data, resume, quiet, say):
     os.makedirs(run.path, exist_ok=True)
     stream = [] if member == 0 else [member]
     model = build_model(config, np.random.default_rng([config.seed, *stream]))
-    if config.nb_init:
-        # Start with one embedding feature that already says how positive each word is, so the
-        # LSTM's first job is to add it up over the review rather than to discover it.
-        model.embedding.embeddings[:, 0] = config.nb_init * log_count_ratio(x_train, y_train, config.vocab_size)
+    init_embedding(model.embedding.embeddings, config, x_train, y_train, word_vectors)
     optimizer = Adam(learning_rate=config.lr)
     rng = np.random.default_rng([config.seed, 1, *stream])  # shuffling and dropout
     state = {"epoch": 0, "history": [], "best_val_loss": None, "best_epoch": None, "wait": 0,

@@ -134,7 +134,7 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(tree, tmp_path)
 
 def test_ensemble_killed_in_its_second_model_resumes_to_the_same_end(tree, tmp_path):
     args = ["train", "--data", tree, "--epochs", "20", "--seed", "3", "--patience", "100", "--ensemble", "3",
-            *TINY, "--mask", "--dropout", "0.2"]
+            *TINY, "--mask", "--dropout", "0.2", "--ppmi-init", "0.1"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run_cli(*args, "--out", straight)[0] == 0
     kill_9_then_resume(args, killed, killed / "model-2" / "checkpoint.npz")
@@ -193,6 +193,9 @@ def test_diverging_loss_stops_with_a_clear_message(tree, tmp_path):
     (["--vocab-size", "2"], "vocab_size must be at least 3"),
     (["--dropout", "1.5"], "dropout must be in"),
     (["--recurrent-dropout", "1"], "recurrent_dropout must be in"),
+    (["--ppmi-init", "-0.1"], "ppmi_init must be 0 (off) or positive"),
+    (["--ppmi-init", "0.1", "--embed-dim", "1", "--nb-init", "2"], "ppmi_init needs embedding columns"),
+    (["--ensemble", "0"], "ensemble must be a positive integer"),
     (["--word-dropout", "-0.1"], "word_dropout must be in"),
 ])
 def test_nonsense_hyperparameters(flags, message, tree, tmp_path, capsys):

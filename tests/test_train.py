@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from numpy_lstm import NumpyLSTMError, Vocabulary
-from numpy_lstm.train import batch_order, encode_cleaned, learning_rate, log_count_ratio, recipe_config
+from numpy_lstm.train import (batch_order, encode_cleaned, init_embedding, learning_rate, log_count_ratio,
+                              recipe_config, scaled_word_vectors)
 
 
 def test_batch_order_covers_every_row_once_and_buckets_by_length():
@@ -70,3 +71,20 @@ def test_bad_settings_are_refused(setting):
 def test_unknown_recipe():
     with pytest.raises(NumpyLSTMError, match="unknown recipe"):
         recipe_config("magic")
+
+
+def test_embedding_init_nb_column_then_word_vectors():
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random((40, 12)) < 0.2, 0, rng.integers(1, 30, (40, 12))).astype(np.int32)
+    y = rng.integers(0, 2, 40)
+    config = recipe_config("tutorial", vocab_size=30, embed_dim=6, nb_init=2.0, ppmi_init=0.3)
+    vectors = scaled_word_vectors(config, x)
+    known = vectors.any(axis=1)
+    assert vectors.shape == (30, 5) and known[2:].any() and not known[:2].any()
+    assert math.isclose(vectors[known].std(), 0.3, rel_tol=1e-9)
+    start = rng.uniform(-0.05, 0.05, (30, 6))
+    emb = start.copy()
+    init_embedding(emb, config, x, y, vectors)
+    np.testing.assert_array_equal(emb[:, 0], 2.0 * log_count_ratio(x, y, 30))
+    np.testing.assert_array_equal(emb[known, 1:], vectors[known])
+    np.testing.assert_array_equal(emb[~known, 1:], start[~known, 1:])   # padding, OOV, unseen ids
