@@ -60,9 +60,10 @@ def test_words_used_alike_get_vectors_alike():
     rng = np.random.default_rng(3)
     groups = [np.arange(2, 12), np.arange(12, 22)]
     rows = [rng.choice(groups[k % 2], size=30) for k in range(200)]
-    vectors = ppmi_svd_vectors(np.array(rows), vocab_size=22, dim=4, rng=np.random.default_rng(4))
-    assert not vectors[:2].any()                      # padding and OOV never occur
-    unit = vectors[2:] / np.linalg.norm(vectors[2:], axis=1, keepdims=True)
+    vectors = ppmi_svd_vectors(np.array(rows), vocab_size=25, dim=4, rng=np.random.default_rng(4))
+    assert vectors.shape == (25, 4)
+    assert not vectors[:2].any() and not vectors[22:].any()   # padding, OOV and unused ids
+    unit = vectors[2:22] / np.linalg.norm(vectors[2:22], axis=1, keepdims=True)
     cosine = unit @ unit.T
     same = np.kron(np.eye(2), np.ones((10, 10))).astype(bool)
     assert cosine[same].mean() > 0.8 and cosine[~same].mean() < 0.2
