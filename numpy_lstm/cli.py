@@ -53,7 +53,7 @@ def add_train_parser(subparsers):
                 help="start embedding column 0 at SCALE times each word's naive Bayes log-count ratio "
                      "in the training reviews (0: off)")
     add_setting(model, "--ppmi-init", type=float, metavar="STD",
-                help="start the other embedding columns at word vectors learned without labels from "
+                help="start the embedding columns (all but --nb-init's) at word vectors learned without labels from "
                      "the training reviews (PPMI + SVD of word co-occurrences), scaled to this "
                      "standard deviation (0: off)")
     add_setting(model, "--mask", action=argparse.BooleanOptionalAction,

@@ -26,12 +26,13 @@ def test_tuned_recipe_reaches_75_percent_on_the_official_test_set(imdb_path, tmp
 
 
 def test_full_recipe_smoke_run(imdb_path, tmp_path):
-    """The full recipe's whole pipeline (bidirectional, max pooling, schedule, min-films vocabulary)
-    on 2,000 of the training reviews for one epoch: it must learn, not reach the README's number."""
+    """The full recipe's whole pipeline (word vectors, bidirectional, max pooling, schedule,
+    min-films vocabulary) on 2,000 of the training reviews for one epoch: it must learn, not reach the README's number."""
     out = tmp_path / "full"
     metrics = train(imdb_path, out, "--recipe", "full", "--per-class", "1000", "--epochs", "1",
                     "--seed", "0", "--test-limit", "2000")
     config = json.loads((out / "config.json").read_text())
     assert config["bidirectional"] and config["pooling"] == "max" and config["min_films"] == 5
+    assert config["ppmi_init"] > 0
     assert metrics["recipe"] == "full" and metrics["test_n"] == 2000
     assert metrics["test_accuracy"] >= 0.70, metrics   # 0.79 here; an untrained model gets 0.5
