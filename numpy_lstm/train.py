@@ -461,15 +461,16 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, say):
     word_vectors: None, or (V, columns) starting values of the embedding's columns after the naive
     Bayes one, for the ids that have them (the others, padding and OOV among them, are zero rows).
     Every epoch ends with an atomic checkpoint, so an interrupted model resumes where it stopped.
-    Member 0 draws its initialisation and batch order from the seed; member k > 0 from (seed, k).
     """
     x_train, y_train, x_val, y_val = data
     os.makedirs(run.path, exist_ok=True)
-    stream = [] if member == 0 else [member]
-    model = build_model(config, np.random.default_rng([config.seed, *stream]))
+    # Random streams: member 0 keeps those of a single run, seed for the initialisation and
+    # (seed, 1) for batch order and dropout; member k > 0 takes (seed, 3, k) and (seed, 1, k). The
+    # word vectors use (seed, 2). No two uses share a stream.
+    model = build_model(config, np.random.default_rng(config.seed if member == 0 else [config.seed, 3, member]))
     init_embedding(model.embedding.embeddings, config, x_train, y_train, word_vectors)
     optimizer = Adam(learning_rate=config.lr)
-    rng = np.random.default_rng([config.seed, 1, *stream])  # shuffling and dropout
+    rng = np.random.default_rng([config.seed, 1] + ([member] if member else []))
     state = {"epoch": 0, "history": [], "best_val_loss": None, "best_epoch": None, "wait": 0,
              "stopped_early": False, "train_seconds": 0.0}
     best_weights = None
