@@ -8,7 +8,9 @@ on those rows and keeps their cache until the backward pass (`forward_parts`, `b
 Processes, not threads: at the tutorial's shapes most NumPy calls take a few microseconds, and
 two threads spend much of that waiting for each other's interpreter lock (measured: 1.1-1.2x
 with two threads, against 1.6x and more with two processes). While a part runs, OpenBLAS is held
-at one thread so that its threads and our processes do not fight over the cores.
+at one thread so that its threads and our processes do not fight over the cores, and subnormal
+numbers are flushed to zero (`numpy_lstm._fpu`: the gradients of a long backward pass decay through
+the subnormal range, where many x86 CPUs compute 10-100x slower).
 
 Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
 the calling process), ignore Ctrl-C (the parent handles it) and exit when the parent goes. A
@@ -35,6 +37,7 @@ import weakref
 
 import numpy as np
 
+from ._fpu import flush_subnormals
 from .errors import NumpyLSTMError
 
 MAX_DEFAULT_THREADS = 4
@@ -263,7 +266,7 @@ def forward_parts(layer, inputs):
             token = next(_tokens)
             worker.request("forward", layer.key, token, (layer, args))   # a copy, with today's weights
             sent.append((worker, token))
-        with blas_threads(1):
+        with blas_threads(1), flush_subnormals():
             results = [layer._forward_rows(*inputs[0])]
         results += [(worker.reply(), RemoteCache(worker, token)) for worker, token in sent]
     except BaseException:      # replies may be left in a pipe: start afresh
@@ -281,7 +284,7 @@ def backward_parts(layer, douts, caches):
         for dout, cache in remote:
             cache.worker.request("backward", layer.key, cache.token, dout)
             cache.spend()
-        with blas_threads(1):
+        with blas_threads(1), flush_subnormals():
             results = [layer._backward_rows(douts[0], caches[0])]
         results += [cache.worker.reply() for _, cache in remote]
     except BaseException:      # replies may be left in a pipe: start afresh
@@ -310,7 +313,7 @@ def _serve(conn, parents_end):
         for k in dropped_layers:
             layers.pop(k, None)
         try:
-            with np.errstate(**errors):
+            with np.errstate(**errors), flush_subnormals():
                 if op == "forward":
                     layer, args = payload
                     if key in layers:                  # reuse the buffers of the copy it replaces

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from numpy_lstm import LSTM, Embedding, NumpyLSTMError, check_gradient
-from numpy_lstm import _parallel
+from numpy_lstm import _fpu, _parallel
 
 
 @pytest.fixture
@@ -270,3 +270,46 @@ def _alive(pid):
             return f.read().split(") ")[1][0] != "Z"    # a zombie has exited
     except FileNotFoundError:
         return False
+
+
+def subnormal(a):
+    """Where a is nonzero but below the smallest normal number of its type."""
+    return (a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)
+
+
+@pytest.mark.skipif(not _fpu.available(), reason="FTZ/DAZ are reached on x86-64 Linux only")
+def test_flush_subnormals_holds_inside_the_block_only():
+    small, scale = np.float32(1e-37), np.float32(1e-3)
+    assert subnormal(small * scale)                     # 1e-40: representable, subnormal
+    with _fpu.flush_subnormals():
+        assert small * scale == 0                       # FTZ: a subnormal result is 0
+        assert np.float32(1e-40) * np.float32(1) == 0   # DAZ: a subnormal input reads as 0
+    assert subnormal(small * scale)                     # restored on leaving
+    with pytest.raises(KeyError), _fpu.flush_subnormals():
+        raise KeyError
+    assert subnormal(small * scale)                     # and on leaving by an exception
+
+
+@pytest.mark.skipif(not _fpu.available(), reason="FTZ/DAZ are reached on x86-64 Linux only")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_long_backward_flushes_subnormals_and_changes_nothing_else(threads):
+    """500 steps take the early steps' gradients down through the subnormal range. The layer's
+    passes (in this process and in a worker) flush them to zero; every value above 1e-30 is what
+    the unflushed loop gives, to float32 rounding."""
+    rng = np.random.default_rng(0)
+    layer = LSTM(32, 100, rng)
+    x = rng.standard_normal((16, 500, 32), dtype=np.float32)
+    _parallel.set_num_threads(1)
+    out, cache = layer._forward_rows(x, None, None, None)       # no flush: the plain loop
+    plain = layer._backward_rows(np.ones_like(out), cache)
+    assert subnormal(plain[0]).any()                            # the case this test is about
+    try:
+        _parallel.set_num_threads(threads)
+        out, cache = layer.forward(x)
+        flushed = layer.backward(np.ones_like(out), cache)
+    finally:
+        _parallel.set_num_threads(None)
+    assert not subnormal(flushed[0]).any()
+    np.testing.assert_allclose(flushed[0], plain[0], rtol=1e-5, atol=1e-30)       # dx
+    for got, expected in zip(flushed[2], plain[2]):     # sums over all steps: float32 rounding
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
