@@ -46,6 +46,11 @@ def main():
     print(f"best 2-core speedup at 64 rows: {(fixed + 64 * per_row) / (fixed + 32 * per_row):.2f}x")
     print(f"2 cores, 64 rows: {ms[64, 2]:.1f} ms = {ms[64, 2] / ms[32, 1]:.2f}x a 32-row part alone; "
           f"speedup over 1 core {ms[64, 1] / ms[64, 2]:.2f}x")
+    # The spread says how steady each core count is: on a shared host the second core may not be.
+    for case in ((64, 1), (64, 2)):
+        spread = sorted(1000 * t for t in times[case])
+        print(f"{case[1]} core{'s' * (case[1] > 1)}, 64 rows, every pass: "
+              + " ".join(f"{t:.0f}" for t in spread) + " ms")
 
 
 if __name__ == "__main__":
