@@ -10,7 +10,7 @@ two threads spend much of that waiting for each other's interpreter lock (measur
 with two threads, against 1.6x and more with two processes). While a part runs, OpenBLAS is held
 at one thread so that its threads and our processes do not fight over the cores, and subnormal
 numbers are flushed to zero (`numpy_lstm._fpu`: the gradients of a long backward pass decay through
-the subnormal range, where many x86 CPUs compute 10-100x slower).
+the subnormal range, where Intel CPUs take a slow path for every operation).
 
 Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
 the calling process), ignore Ctrl-C (the parent handles it) and exit when the parent goes. A

@@ -299,12 +299,11 @@ def test_long_backward_flushes_subnormals_and_changes_nothing_else(threads):
     rng = np.random.default_rng(0)
     layer = LSTM(32, 100, rng)
     x = rng.standard_normal((16, 500, 32), dtype=np.float32)
-    _parallel.set_num_threads(1)
     out, cache = layer._forward_rows(x, None, None, None)       # no flush: the plain loop
     plain = layer._backward_rows(np.ones_like(out), cache)
     assert subnormal(plain[0]).any()                            # the case this test is about
     try:
-        _parallel.set_num_threads(threads)
+        _parallel.set_num_threads(threads)     # 2: two parts of 8 rows, one in a worker
         out, cache = layer.forward(x)
         flushed = layer.backward(np.ones_like(out), cache)
     finally:
