@@ -123,17 +123,17 @@ class LSTM:
         return [self.kernel, self.recurrent_kernel, self.bias]
 
     def _loop_weights(self):
-        """The stacked weights [[kernel], [recurrent_kernel], [bias]] (E + H + 1, 4H), loop layout.
+        """[kernel; recurrent_kernel; bias].T (4H, E + H + 1), in the loop's gate layout.
 
-        One matmul of [x_t, h_{t-1}, 1] with this matrix gives all of step t's pre-activations,
+        This matrix times [x_t; h_{t-1}; 1] (E + H + 1, B) gives all of step t's pre-activations,
         bias included. Two rearrangements, both exact in floating point: the gate blocks go from
         Keras's order (i, f, c, o) to (i, f, o, c), so that the three sigmoid gates form one
         block; and the sigmoid blocks are negated, so the loop gets -z for them and computes
         sigmoid(z) = 1 / (1 + exp(-z)) without a separate negation.
         """
-        stacked = np.concatenate([self.kernel, self.recurrent_kernel, self.bias[None, :]])
-        i, f, c, o = np.split(stacked, 4, axis=1)
-        return np.concatenate([-i, -f, -o, c], axis=1)
+        stacked = np.concatenate([self.kernel, self.recurrent_kernel, self.bias[None, :]]).T
+        i, f, c, o = np.split(stacked, 4)
+        return np.concatenate([-i, -f, -o, c])
 
     def forward(self, x, mask=None, initial_state=None, rng=None):
         """Run the sequence.
@@ -179,72 +179,76 @@ class LSTM:
     def _forward_rows(self, x, mask, initial_state, keep):
         """forward() on one part of the batch, in this process: (out, cache).
 
-        Arrays are time-major (T, B, ...), so that a step's rows are one contiguous block. With a
-        pre-padding mask (each row: padding, then tokens) the rows are first reordered by where
-        their tokens start (see `_RowPlan`), so that at each step the rows already started are a
-        leading block: the step runs on those rows only, and a row that has not started simply
-        keeps (h0, c0), exactly as masking says.
+        The loop's arrays are time-major and batch-last: step t's values are a (features, B)
+        block, so each gate's values over the part's rows are one contiguous (H, B) block and
+        every element-wise op runs as one long loop (on the tutorial's (B, 4H) rows it ran as
+        one short loop per row, 2-5x slower). The step's matmul is then
+        loop_weights (4H, E + H + 1) @ [x_t; h_{t-1}; 1] (E + H + 1, B). With a pre-padding mask
+        (each row: padding, then tokens) the rows are first reordered by where their tokens
+        start (see `_RowPlan`), so that at each step the rows already started are the leading
+        columns: the step runs on those only, and a row that has not started simply keeps
+        (h0, c0), exactly as masking says.
         """
         B, T, E = x.shape
         H = self.units
         dtype = self.kernel.dtype
         plan = _RowPlan(mask, B, T)
-        # xh[t] = [x_t, h_{t-1}, 1] for t < T: the loop's matmul input, and backward's input for
+        # xh[t] = [x_t; h_{t-1}; 1] for t < T: the loop's matmul input, and backward's input for
         # the weight gradients. The loop writes h_t straight into xh[t + 1] (h_t * keep with
         # recurrent dropout, below); xh[T] holds the final state.
-        xh = np.empty((T + 1, B, E + H + 1), dtype)
-        xh[:T, :, :E] = plan.reorder(x).transpose(1, 0, 2)
-        xh[T, :, :E] = 0.0
-        xh[:, :, E + H] = 1.0
-        c = self._spare.take((T + 1, B, H), dtype)      # c[t + 1] is c_t; c[0] is c0
+        xh = np.empty((T + 1, E + H + 1, B), dtype)
+        xh[:T, :E] = plan.reorder(x).transpose(1, 2, 0)
+        xh[T, :E] = 0.0
+        xh[:, E + H] = 1.0
+        c = self._spare.take((T + 1, H, B), dtype)      # c[t + 1] is c_t; c[0] is c0
         if initial_state is None:
-            xh[0, :, E:E + H] = 0.0
+            xh[0, E:E + H] = 0.0
             c[0] = 0.0
         else:
-            xh[0, :, E:E + H] = plan.reorder(np.asarray(initial_state[0]))
-            c[0] = plan.reorder(np.asarray(initial_state[1]))
-        gates = self._spare.take((T, B, 4 * H), dtype)  # gate values i, f, o, c~ of each step
-        tanh_c = self._spare.take((T, B, H), dtype)     # tanh(c_t)
+            xh[0, E:E + H] = plan.reorder(np.asarray(initial_state[0])).T
+            c[0] = plan.reorder(np.asarray(initial_state[1])).T
+        gates = self._spare.take((T, 4 * H, B), dtype)  # gate values i, f, o, c~ of each step
+        tanh_c = self._spare.take((T, H, B), dtype)     # tanh(c_t)
         weights = self._loop_weights()
 
         # hs[t] is h_{t-1}. The matmul reads h_{t-1} in xh; with recurrent dropout it reads
         # h_{t-1} * keep there, so the states themselves live in an array of their own.
-        h_in = xh[..., E:E + H]
+        h_in = xh[:, E:E + H]
         if keep is None:
             hs = h_in
         else:
-            keep = plan.reorder(keep)
-            hs = np.zeros((T + 1, B, H), dtype)
+            keep = np.ascontiguousarray(plan.reorder(keep).T)    # (H, B)
+            hs = np.zeros((T + 1, H, B), dtype)
             hs[0] = h_in[0]
         t0, active, partial, unmasked = plan.steps()
         hs[1:t0 + 1] = hs[0]                          # steps masked in every row
         c[1:t0 + 1] = c[0]
         for r, start in plan.late_rows():             # before its first token a row keeps
-            hs[1:start + 1, r] = hs[0, r]             # (h0, c0); zero gates there give
-            c[1:start + 1, r] = c[0, r]               # backward finite, unused factors
-            gates[:start, r] = 0.0
-            tanh_c[:start, r] = 0.0
+            hs[1:start + 1, :, r] = hs[0, :, r]       # (h0, c0); zero gates there give
+            c[1:start + 1, :, r] = c[0, :, r]         # backward finite, unused factors
+            gates[:start, :, r] = 0.0
+            tanh_c[:start, :, r] = 0.0
         if keep is not None:
             np.multiply(hs, keep, out=h_in)
-        ig = np.empty((B, H), dtype)
+        ig = np.empty((H, B), dtype)
         with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives sigmoid 0, rightly
             for t in range(t0, T):
-                k = active[t]                             # rows :k have started
-                z = gates[t, :k]
-                np.matmul(xh[t, :k], weights, out=z)      # pre-activations, loop layout
-                sig = z[:, :3 * H]                        # -z of i, f, o
+                k = active[t]                             # columns :k have started
+                z = gates[t, :, :k]
+                np.matmul(weights, xh[t, :, :k], out=z)   # pre-activations, loop layout
+                sig = z[:3 * H]                           # -z of i, f, o
                 np.exp(sig, out=sig)
                 sig += 1.0
                 np.divide(1.0, sig, out=sig)              # i, f, o = 1 / (1 + exp(-z))
-                g = z[:, 3 * H:]
+                g = z[3 * H:]
                 np.tanh(g, out=g)                         # c~ = tanh(z_c)
-                i, f, o = z[:, :H], z[:, H:2 * H], z[:, 2 * H:3 * H]
-                c_t = c[t + 1, :k]
-                np.multiply(f, c[t, :k], out=c_t)
-                np.multiply(i, g, out=ig[:k])
-                c_t += ig[:k]                             # c_t = f * c_{t-1} + i * c~
-                np.tanh(c_t, out=tanh_c[t, :k])
-                np.multiply(o, tanh_c[t, :k], out=hs[t + 1, :k])  # h_t = o * tanh(c_t)
+                i, f, o = z[:H], z[H:2 * H], z[2 * H:3 * H]
+                c_t = c[t + 1, :, :k]
+                np.multiply(f, c[t, :, :k], out=c_t)
+                np.multiply(i, g, out=ig[:, :k])
+                c_t += ig[:, :k]                          # c_t = f * c_{t-1} + i * c~
+                np.tanh(c_t, out=tanh_c[t, :, :k])
+                np.multiply(o, tanh_c[t, :, :k], out=hs[t + 1, :, :k])  # h_t = o * tanh(c_t)
                 if partial[t]:
                     # A mask with holes: masked rows carry the previous state.
                     masked = ~unmasked[t]
@@ -254,9 +258,9 @@ class LSTM:
                     np.multiply(hs[t + 1], keep, out=h_in[t + 1])
 
         if self.return_sequences:
-            out = plan.restore(hs[1:].transpose(1, 0, 2))   # h_1 .. h_T
+            out = plan.restore(hs[1:].transpose(2, 0, 1))   # h_1 .. h_T
         else:
-            out = plan.restore(hs[T].copy())                # h_T (h0 if T = 0)
+            out = plan.restore(hs[T].T.copy())              # h_T (h0 if T = 0)
         return out, _LoopCache([xh, plan, gates, c, tanh_c, keep], self._spare)
 
     def _backward_rows(self, dout, cache):
@@ -265,47 +269,50 @@ class LSTM:
         Per step only dh_t and dc_t carry the recurrence; the gate derivatives that multiply
         them do not, so they are computed for a block of steps at a time, in a few large
         element-wise ops, before the block's steps run. One matmul per step,
-        dz_t @ [kernel; recurrent_kernel].T, gives both dx_t and dh_{t-1}. dz overwrites the gates.
+        [kernel; recurrent_kernel] (E + H, 4H) @ dz_t (4H, B), gives both dx_t and dh_{t-1}.
+        Arrays are batch-last, as in the forward loop. dz overwrites the gates.
         """
         if cache[2] is None:
             raise ValueError("this LSTM cache was used by an earlier backward: run forward again")
         xh, plan, gates, c, tanh_c, keep = cache
-        T, B, _ = gates.shape
+        T, _, B = gates.shape
         H = self.units
-        E = xh.shape[2] - H - 1
+        E = xh.shape[1] - H - 1
         dtype = gates.dtype
         dz = gates  # dL/dz_t (Keras gate order i, f, c, o) overwrites the gates, block by block
-        dxh = np.empty((T, B, E + H), dtype)    # dxh[t] = [dx_t, dh_{t-1} through step t]
+        dxh = np.empty((T, E + H, B), dtype)    # dxh[t] = [dx_t; dh_{t-1} through step t]
         dout = plan.reorder(np.asarray(dout, dtype))
         if self.return_sequences:
-            dh_seq = dout.transpose(1, 0, 2)                        # (T, B, H)
-            dh = np.zeros((B, H), dtype)
+            dh_seq = np.ascontiguousarray(dout.transpose(1, 2, 0))   # (T, H, B)
+            dh = np.zeros((H, B), dtype)
         else:
             dh_seq = None
-            dh = dout.copy()                  # dL/dh_t, from the step after t and from dout
-        weights_t = np.ascontiguousarray(np.concatenate([self.kernel, self.recurrent_kernel]).T)
+            dh = np.ascontiguousarray(dout.T)  # dL/dh_t, from the step after t and from dout
+        weights = np.concatenate([self.kernel, self.recurrent_kernel])
 
         t0, active, partial, unmasked = plan.steps()
         dz[:t0] = 0.0                         # steps masked in every row: no gradient through them
-        dxh[:t0, :, :E] = 0.0
-        dc_next = np.zeros((B, H), dtype)
-        dc = np.empty((B, H), dtype)
-        carried = np.empty((B, H), dtype)
+        dxh[:t0, :E] = 0.0
+        dc_next = np.zeros((H, B), dtype)
+        dc = np.empty((H, B), dtype)
+        carried = np.empty((H, B), dtype)
         steps = max(1, min(T, _BACKWARD_BLOCK // (max(B, 1) * 6 * H)))
-        # factor[j, :, k] turns dc_t (gates i, f, c~) or dh_t (gate o) into dz of gate k at
-        # step lo + j; dc_factor[j] = o (1 - tanh(c_t)^2) turns dh_t into its share of dc_t.
-        factor = np.empty((steps, B, 4, H), dtype)
-        dc_factor = np.empty((steps, B, H), dtype)
-        forget = np.empty((steps, B, H), dtype)   # f, kept: dz_t will overwrite gates[t]
+        # factor[j, k] turns dc_t (gates i, f, c~) or dh_t (gate o) into dz of gate k at step
+        # lo + j; dc_factor[j] = o (1 - tanh(c_t)^2) turns dh_t into its share of dc_t.
+        factor = np.empty((steps, 4, H, B), dtype)
+        dc_factor = np.empty((steps, H, B), dtype)
+        forget = np.empty((steps, H, B), dtype)   # f, kept: dz_t will overwrite gates[t]
+        # The weight gradients need xh and dz laid out (features, step, B); each block is copied
+        # there while it is still in cache (see the end).
         for hi in range(T, t0, -steps):
             lo = max(t0, hi - steps)
             blk = gates[lo:hi]
-            i, o, g = blk[..., :H], blk[..., 2 * H:3 * H], blk[..., 3 * H:]
+            i, o, g = blk[:, :H], blk[:, 2 * H:3 * H], blk[:, 3 * H:]
             tc, c_prev = tanh_c[lo:hi], c[lo:hi]
-            fi, ff, fg, fo = (factor[:hi - lo, :, j] for j in range(4))
+            fi, ff, fg, fo = (factor[:hi - lo, j] for j in range(4))
             fc = dc_factor[:hi - lo]
             f = forget[:hi - lo]
-            np.copyto(f, blk[..., H:2 * H])   # the forget gate
+            np.copyto(f, blk[:, H:2 * H])     # the forget gate
             np.subtract(1.0, i, out=fi)
             fi *= i
             fi *= g                       # dz_i = dc * c~ i (1 - i)
@@ -323,24 +330,24 @@ class LSTM:
             fc *= o                       # dc_t = dc_{t+1} f_{t+1} + dh * o (1 - tanh(c_t)^2)
             for t in range(hi - 1, lo - 1, -1):
                 j = t - lo
-                k = active[t]             # rows :k have started; the others pass dh, dc on
+                k = active[t]             # columns :k have started; the others pass dh, dc on
                 if dh_seq is not None:
                     dh += dh_seq[t]       # the step's own output gradient
-                np.multiply(dh[:k], fc[j, :k], out=dc[:k])
-                dc[:k] += dc_next[:k]
+                np.multiply(dh[:, :k], fc[j, :, :k], out=dc[:, :k])
+                dc[:, :k] += dc_next[:, :k]
                 dz_t = dz[t]
-                dz_gates = dz_t[:k].reshape(k, 4, H)
-                np.multiply(factor[j, :k, :3], dc[:k, None, :], out=dz_gates[:, :3])
-                np.multiply(factor[j, :k, 3], dh[:k], out=dz_gates[:, 3])
+                dz_gates = dz_t.reshape(4, H, B)[:, :, :k]
+                np.multiply(factor[j, :3, :, :k], dc[:, :k], out=dz_gates[:3])
+                np.multiply(factor[j, 3, :, :k], dh[:, :k], out=dz_gates[3])
                 if k < B:
-                    dz_t[k:] = 0.0
-                    dxh[t, k:, :E] = 0.0
+                    dz_t[:, k:] = 0.0
+                    dxh[t, :E, k:] = 0.0
                 if not partial[t]:
-                    np.multiply(dc[:k], f[j, :k], out=dc_next[:k])      # dc_{t-1}
-                    np.matmul(dz_t[:k], weights_t, out=dxh[t, :k])      # dx_t, dh_{t-1}
+                    np.multiply(dc[:, :k], f[j, :, :k], out=dc_next[:, :k])     # dc_{t-1}
+                    np.matmul(weights, dz_t[:, :k], out=dxh[t, :, :k])         # dx_t, dh_{t-1}
                     if keep is not None:
-                        dxh[t, :k, E:] *= keep[:k]    # the matmul read h_{t-1} * keep
-                    np.copyto(dh[:k], dxh[t, :k, E:])
+                        dxh[t, E:, :k] *= keep[:, :k]    # the matmul read h_{t-1} * keep
+                    np.copyto(dh[:, :k], dxh[t, E:, :k])
                 else:
                     # A mask with holes: a masked step is the identity on (h, c), so
                     # gradients pass straight through it.
@@ -348,23 +355,25 @@ class LSTM:
                     dz_t *= m
                     np.multiply(dc, f[j], out=carried)
                     np.copyto(dc_next, carried, where=m)
-                    np.matmul(dz_t, weights_t, out=dxh[t])              # zero on masked rows
+                    np.matmul(weights, dz_t, out=dxh[t])                    # zero on masked rows
                     if keep is not None:
-                        dxh[t, :, E:] *= keep
-                    np.copyto(dh, dxh[t, :, E:], where=m)
+                        dxh[t, E:] *= keep
+                    np.copyto(dh, dxh[t, E:], where=m)
         if dh_seq is not None:
             for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
                 dh += dh_seq[t]
 
         # The weights are shared across time, so their gradients are sums over all steps and rows:
-        # [dkernel; drecurrent_kernel; dbias] = sum_t [x_t, h_{t-1}, 1].T @ dz_t, one matmul over
-        # the (T * B) rows.
-        dweights = xh[:T].reshape(T * B, E + H + 1).T @ dz.reshape(T * B, 4 * H)
+        # [dkernel; drecurrent_kernel; dbias] = sum_t [x_t; h_{t-1}; 1] @ dz_t.T, one matmul over
+        # the columns of all steps (those before t0 have dz = 0).
+        xh_all = np.ascontiguousarray(xh[:T].transpose(1, 0, 2)).reshape(E + H + 1, T * B)
+        dz_all = np.ascontiguousarray(dz.transpose(1, 0, 2)).reshape(4 * H, T * B)
+        dweights = xh_all @ dz_all.T
         dkernel, drecurrent, dbias = dweights[:E], dweights[E:E + H], dweights[E + H]
         cache[2:5] = [None] * 3               # the gates are spent: hand the big arrays back
         self._spare.give(gates, c, tanh_c)
-        dx = plan.restore(dxh[:, :, :E].transpose(1, 0, 2))
-        return dx, (plan.restore(dh), plan.restore(dc_next)), [dkernel, drecurrent, dbias]
+        dx = plan.restore(dxh[:, :E].transpose(2, 0, 1))
+        return dx, (plan.restore(dh.T), plan.restore(dc_next.T)), [dkernel, drecurrent, dbias]
 
 
 class _LoopCache(list):
@@ -475,14 +484,14 @@ class _RowPlan:
         self.T = T
         self.order = self._inverse = None
         self.prepadded = False
-        self.unmasked = None                     # (T, B, 1) in loop order, for masks with holes
+        self.unmasked = None                     # (T, 1, B) in loop order, for masks with holes
         if mask is None or T == 0:
             self.start = np.zeros(B, int)
             return
         mask = np.asarray(mask, bool)
         self.start, self.prepadded = _token_starts(mask)
         if not self.prepadded:                   # a hole after the first token
-            self.unmasked = np.ascontiguousarray(mask.T)[:, :, None]
+            self.unmasked = np.ascontiguousarray(mask.T)[:, None, :]
             return
         if (np.diff(self.start) >= 0).all():     # already in order of start
             return
@@ -495,7 +504,7 @@ class _RowPlan:
 
         t0: the first step at which some row has started (the loop skips the steps before);
         active[t]: how many leading rows have started at step t; partial[t]: the step needs
-        the masked-copy treatment (masks with holes only); unmasked: that mask, (T, B, 1).
+        the masked-copy treatment (masks with holes only); unmasked: that mask, (T, 1, B).
         """
         T, B = self.T, len(self.start)
         t0 = int(self.start.min()) if B else T

@@ -295,13 +295,19 @@ def test_flush_subnormals_holds_inside_the_block_only():
 def test_long_backward_flushes_subnormals_and_changes_nothing_else(threads):
     """500 steps take the early steps' gradients down through the subnormal range. The layer's
     passes (in this process and in a worker) flush them to zero; every value above 1e-30 is what
-    the unflushed loop gives, to float32 rounding."""
+    the unflushed loop gives on the same rows, to float32 rounding."""
     rng = np.random.default_rng(0)
     layer = LSTM(32, 100, rng)
     x = rng.standard_normal((16, 500, 32), dtype=np.float32)
-    out, cache = layer._forward_rows(x, None, None, None)       # no flush: the plain loop
-    plain = layer._backward_rows(np.ones_like(out), cache)
-    assert subnormal(plain[0]).any()                            # the case this test is about
+    plain_dx, plain_grads = [], []
+    for rows in np.split(np.arange(16), threads):   # the parts the layer will cut, unflushed
+        out, cache = layer._forward_rows(x[rows], None, None, None)
+        dx, _, grads = layer._backward_rows(np.ones_like(out), cache)
+        plain_dx.append(dx)
+        plain_grads.append(grads)
+    plain_dx = np.concatenate(plain_dx)
+    plain_grads = [sum(g) for g in zip(*plain_grads)]
+    assert subnormal(plain_dx).any()                            # the case this test is about
     try:
         _parallel.set_num_threads(threads)     # 2: two parts of 8 rows, one in a worker
         out, cache = layer.forward(x)
@@ -309,6 +315,6 @@ def test_long_backward_flushes_subnormals_and_changes_nothing_else(threads):
     finally:
         _parallel.set_num_threads(None)
     assert not subnormal(flushed[0]).any()
-    np.testing.assert_allclose(flushed[0], plain[0], rtol=1e-5, atol=1e-30)       # dx
-    for got, expected in zip(flushed[2], plain[2]):     # sums over all steps: float32 rounding
+    np.testing.assert_allclose(flushed[0], plain_dx, rtol=1e-5, atol=1e-30)
+    for got, expected in zip(flushed[2], plain_grads):   # sums over all steps: float32 rounding
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
