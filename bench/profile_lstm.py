@@ -1,6 +1,6 @@
 """Where the LSTM's time goes, by kind of NumPy call, at the tutorial's shapes, on one thread.
 
-    PYTHONPATH=. python bench/profile_lstm.py [--rev GIT_REVISION] [--repeats N]
+    PYTHONPATH=. python bench/profile_lstm.py [--rev GIT_REVISION] [--repeats N] [--batch B]
 
 Every `np.<function>` that numpy_lstm/layers.py calls is wrapped in a timer (the module's `np` is
 swapped for a proxy), so the table says how long matmul, exp, tanh, multiply... took in one
@@ -67,10 +67,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rev", help="profile numpy_lstm/layers.py as of this git revision")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=64,
+                        help="rows (default 64; 32 is what each core runs on 2 cores)")
     args = parser.parse_args()
     _parallel.set_num_threads(1)
     layers = load_layers(args.rev)
-    B, T, E, H, V = 64, 500, 32, 100, 500
+    B, T, E, H, V = args.batch, 500, 32, 100, 500
     rng = np.random.default_rng(0)
     lstm = layers.LSTM(E, H, rng)
     emb = layers.Embedding(V, E, rng)
