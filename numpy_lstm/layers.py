@@ -302,6 +302,11 @@ class LSTM:
         factor = np.empty((steps, 4, H, B), dtype)
         dc_factor = np.empty((steps, H, B), dtype)
         forget = np.empty((steps, H, B), dtype)   # f, kept: dz_t will overwrite gates[t]
+        # The weights are shared across time, so their gradients are sums over all steps and
+        # rows: [dkernel; drecurrent_kernel; dbias] = sum_t [x_t; h_{t-1}; 1] @ dz_t.T, added up
+        # a block of steps at a time while xh and dz are in cache. (One matmul over all T * B
+        # columns would first need both transposed to (features, T, B): slower, measured.)
+        dweights = np.zeros((E + H + 1, 4 * H), dtype)
         # The weight gradients need xh and dz laid out (features, step, B); each block is copied
         # there while it is still in cache (see the end).
         for hi in range(T, t0, -steps):
@@ -359,16 +364,11 @@ class LSTM:
                     if keep is not None:
                         dxh[t, E:] *= keep
                     np.copyto(dh, dxh[t, E:], where=m)
+            dweights += np.matmul(xh[lo:hi], dz[lo:hi].transpose(0, 2, 1)).sum(axis=0)
         if dh_seq is not None:
             for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
                 dh += dh_seq[t]
 
-        # The weights are shared across time, so their gradients are sums over all steps and rows:
-        # [dkernel; drecurrent_kernel; dbias] = sum_t [x_t; h_{t-1}; 1] @ dz_t.T, one matmul over
-        # the columns of all steps (those before t0 have dz = 0).
-        xh_all = np.ascontiguousarray(xh[:T].transpose(1, 0, 2)).reshape(E + H + 1, T * B)
-        dz_all = np.ascontiguousarray(dz.transpose(1, 0, 2)).reshape(4 * H, T * B)
-        dweights = xh_all @ dz_all.T
         dkernel, drecurrent, dbias = dweights[:E], dweights[E:E + H], dweights[E + H]
         cache[2:5] = [None] * 3               # the gates are spent: hand the big arrays back
         self._spare.give(gates, c, tanh_c)
