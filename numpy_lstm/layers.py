@@ -472,7 +472,8 @@ class _RowPlan:
     Without a mask: the rows as they are; every row is active at every step. With a pre-padding
     mask (every row masked, then unmasked to the end, as pad_sequences(padding="pre") and
     mask_zero give): the rows are sorted by their first unmasked step, so that the rows that
-    have started at step t are the first `active[t]` rows. Any other mask (holes in the middle):
+    have started at step t are the first `active[t]` rows (the leading columns of the loop's
+    batch-last arrays). Any other mask (holes in the middle):
     rows as they are, and masked rows copy their previous state at each partial step.
 
     The loop's arrays hold the rows in `order` (None: as given, which includes rows already in
