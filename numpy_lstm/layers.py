@@ -307,8 +307,6 @@ class LSTM:
         # a block of steps at a time while xh and dz are in cache. (One matmul over all T * B
         # columns would first need both transposed to (features, T, B): slower, measured.)
         dweights = np.zeros((E + H + 1, 4 * H), dtype)
-        # The weight gradients need xh and dz laid out (features, step, B); each block is copied
-        # there while it is still in cache (see the end).
         for hi in range(T, t0, -steps):
             lo = max(t0, hi - steps)
             blk = gates[lo:hi]
@@ -360,7 +358,7 @@ class LSTM:
                     dz_t *= m
                     np.multiply(dc, f[j], out=carried)
                     np.copyto(dc_next, carried, where=m)
-                    np.matmul(weights, dz_t, out=dxh[t])                    # zero on masked rows
+                    np.matmul(weights, dz_t, out=dxh[t])                    # zero in masked columns
                     if keep is not None:
                         dxh[t, E:] *= keep
                     np.copyto(dh, dxh[t, E:], where=m)
