@@ -291,8 +291,7 @@ class LSTM:
         weights = np.concatenate([self.kernel, self.recurrent_kernel])
 
         t0, active, partial, unmasked = plan.steps()
-        dz[:t0] = 0.0                         # steps masked in every row: no gradient through them
-        dxh[:t0, :E] = 0.0
+        dxh[:t0, :E] = 0.0                    # steps masked in every row: no gradient through them
         dc_next = np.zeros((H, B), dtype)
         dc = np.empty((H, B), dtype)
         carried = np.empty((H, B), dtype)
