@@ -168,8 +168,8 @@ def bench_shape(name, threads_list, repeats, torch):
 
     # Ours, then PyTorch's, each block interleaved. Not all in one: after a parallel region
     # PyTorch's OpenMP threads spin for a while, and interleaved with its 2-thread cases our
-    # 1-core forward + backward took 220 ms instead of 168 (the two vCPUs here slow each other
-    # when both are busy). The check above ran PyTorch too: let its threads go to sleep first.
+    # 1-core rows came out slower (the two vCPUs here slow each other when both are busy).
+    # The check above ran PyTorch too: let its threads go to sleep first.
     time.sleep(0.5)
     medians = interleaved_medians(cases, repeats)
     medians.update(interleaved_medians(torch_cases, repeats))
@@ -310,8 +310,8 @@ def import_torch():
     set_flush_denormal, which sets the calling thread's FTZ/DAZ bits. Its intra-op threads take
     their floating-point settings from the thread that starts them, so the switch goes before
     PyTorch's first operation: set later, the second thread still computes on subnormals (on an
-    Intel Xeon here, 2 threads then took 350 ms for what they do in 140). As it comes, with no
-    flush, PyTorch took 1.1-1.4 s for that forward + backward on that machine.
+    Intel Xeon here, 2 threads then took 430-450 ms for what they do in ~140). As it comes, with
+    no flush, PyTorch took 1.2-1.4 s for the tutorial-shaped forward + backward on that machine.
     """
     try:
         import torch
