@@ -302,10 +302,15 @@ class LSTM:
         dc_factor = np.empty((steps, H, B), dtype)
         forget = np.empty((steps, H, B), dtype)   # f, kept: dz_t will overwrite gates[t]
         # The weights are shared across time, so their gradients are sums over all steps and
-        # rows: [dkernel; drecurrent_kernel; dbias] = sum_t [x_t; h_{t-1}; 1] @ dz_t.T, added up
-        # a block of steps at a time while xh and dz are in cache. (One matmul over all T * B
-        # columns would first need both transposed to (features, T, B): slower, measured.)
-        dweights = np.zeros((E + H + 1, 4 * H), dtype)
+        # rows: [dkernel; drecurrent_kernel; dbias] = sum_t [x_t; h_{t-1}; 1] @ dz_t.T. dweights_t
+        # (4H, E + H + 1), its transpose, adds up sum_t dz_t @ [x_t; h_{t-1}; 1].T a block of
+        # steps at a time, while xh and dz are in cache, as one matmul over the block's
+        # steps * B columns: both are first copied to (features, steps, B), so that those
+        # columns sit side by side. (A matmul per step sums over B columns only, and one over
+        # all T * B columns at the end needs both arrays copied whole: slower, both measured.)
+        dweights_t = np.zeros((4 * H, E + H + 1), dtype)
+        xh_cols = np.empty((E + H + 1, steps, B), dtype)
+        dz_cols = np.empty((4 * H, steps, B), dtype)
         for hi in range(T, t0, -steps):
             lo = max(t0, hi - steps)
             blk = gates[lo:hi]
@@ -361,11 +366,15 @@ class LSTM:
                     if keep is not None:
                         dxh[t, E:] *= keep
                     np.copyto(dh, dxh[t, E:], where=m)
-            dweights += np.matmul(xh[lo:hi], dz[lo:hi].transpose(0, 2, 1)).sum(axis=0)
+            x_blk, dz_blk = xh_cols[:, :hi - lo], dz_cols[:, :hi - lo]
+            np.copyto(x_blk, xh[lo:hi].transpose(1, 0, 2))
+            np.copyto(dz_blk, dz[lo:hi].transpose(1, 0, 2))
+            dweights_t += dz_blk.reshape(4 * H, -1) @ x_blk.reshape(E + H + 1, -1).T
         if dh_seq is not None:
             for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
                 dh += dh_seq[t]
 
+        dweights = dweights_t.T.copy()
         dkernel, drecurrent, dbias = dweights[:E], dweights[E:E + H], dweights[E + H]
         cache[2:5] = [None] * 3               # the gates are spent: hand the big arrays back
         self._spare.give(gates, c, tanh_c)
