@@ -14,8 +14,9 @@ the subnormal range, where Intel CPUs take a slow path for every operation).
 
 Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
 the calling process), ignore Ctrl-C (the parent handles it) and exit when the parent goes. A
-part costs one message each way per pass: its inputs and weights out, its outputs back. The
-pipes serve one caller at a time: run LSTMs from one thread of a process.
+part costs one message each way per pass: its inputs and weights out, its outputs back, the
+large arrays among them through memory shared with that worker (`_Mailbox`). The pipes serve
+one caller at a time: run LSTMs from one thread of a process.
 
 The core count is `set_num_threads(n)` (the name PyTorch uses), else the environment variable
 NUMPY_LSTM_THREADS, else the number of CPUs this process may use, capped at
@@ -25,10 +26,13 @@ OpenBLAS is reached through ctypes, by the `*openblas_set_num_threads*` symbol o
 NumPy has loaded. When none is found (another BLAS, or a renamed symbol) the helpers do nothing and
 `blas_thread_control()` is False; results are the same, only the timings differ.
 """
+import collections
 import contextlib
 import ctypes
 import itertools
+import mmap
 import multiprocessing
+import multiprocessing.reduction
 import os
 import signal
 import sys
@@ -164,8 +168,64 @@ def split_rows(rows, parts=None):
 
 # ----------------------------------------------------------------------------- worker processes
 
+_Mailed = collections.namedtuple("_Mailed", "offset shape dtype axes")
+
+
+class _Mailbox:
+    """Shared memory through which a worker and the parent pass the large arrays of a message.
+
+    Through the pipe an array is pickled, copied through the kernel and unpickled: about 2 ms
+    each way for the 2 MB inputs, and input gradients, of a tutorial-shaped part (measured).
+    The mailbox is a memfd mapped by both processes: the sender copies the array in, in its own
+    memory layout (the LSTM's dx is batch-last), and the message carries only a `_Mailed` note
+    of where it is; the receiver reads it in place. What a message put there is overwritten by
+    the next one, so the receiver uses it (the worker copies x into its loop arrays, the parent
+    gathers the parts) before it answers or asks again. Only the parent makes one: a memfd,
+    handed to the worker with send_handle, as large as the largest message so far. A reply
+    that does not fit travels in the pipe, and the next mailbox is made large enough for it.
+    """
+
+    MIN_BYTES = 1 << 16      # smaller arrays travel in the pipe
+
+    def __init__(self, fd=None, size=0):
+        self.size = size
+        self.buffer = mmap.mmap(fd, size) if size else None
+
+    def pack(self, items):
+        """The tuple items with each large array copied in and replaced by its note; an array
+        that does not fit stays in the message."""
+        packed, offset = [], 0
+        for a in items:
+            if _is_large(a) and offset + a.nbytes <= self.size:
+                in_memory_order = np.argsort(a.strides, kind="stable")[::-1]
+                ordered = a.transpose(in_memory_order)
+                np.copyto(np.ndarray(ordered.shape, a.dtype, self.buffer, offset), ordered)
+                note = _Mailed(offset, ordered.shape, a.dtype.str, tuple(np.argsort(in_memory_order)))
+                offset += _room([a])
+                a = note
+            packed.append(a)
+        return tuple(packed)
+
+    def unpack(self, items):
+        """The tuple items with each note replaced by a view of its array in the mailbox."""
+        return tuple(np.ndarray(a.shape, a.dtype, self.buffer, a.offset).transpose(a.axes)
+                     if isinstance(a, _Mailed) else a for a in items)
+
+
+def _is_large(a):
+    return isinstance(a, np.ndarray) and a.nbytes >= _Mailbox.MIN_BYTES
+
+
+def _room(items):
+    """Bytes that the large arrays among items take in a mailbox, noted or not (64-byte aligned)."""
+    sizes = [a.nbytes for a in items if _is_large(a)]
+    sizes += [int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize
+              for a in items if isinstance(a, _Mailed)]
+    return sum(-(-n // 64) * 64 for n in sizes)
+
+
 class _Worker:
-    """One worker process and our end of its pipe."""
+    """One worker process, our end of its pipe, and the mailbox we share with it."""
 
     def __init__(self):
         here, there = multiprocessing.get_context("fork").Pipe()
@@ -174,24 +234,45 @@ class _Worker:
         self.process.start()
         there.close()
         self.conn = here
+        self.mailbox = _Mailbox()
         # What the worker may forget, sent along with the next request: caches whose handle has
         # gone (by token) and layers that have gone (by key).
         self.dropped = []
         self.dropped_layers = []
 
-    def request(self, op, key, token, payload):
-        self.conn.send((op, key, token, payload, np.geterr(), self.dropped[:], self.dropped_layers[:]))
+    def request(self, op, key, token, payload, arrays=()):
+        """Send a request; `arrays`, a tuple, goes through the mailbox, grown to fit it."""
+        if _room(arrays) > self.mailbox.size:
+            self._grow(_room(arrays))
+        self.conn.send((op, key, token, payload, self.mailbox.pack(arrays), np.geterr(),
+                        self.dropped[:], self.dropped_layers[:]))
         self.dropped.clear()
         self.dropped_layers.clear()
 
     def reply(self):
+        """The worker's answer, a tuple; its large arrays are views into the mailbox."""
         try:
             status, value = self.conn.recv()
         except EOFError:
             raise RuntimeError("an LSTM worker process died (out of memory?)") from None
         if status == "error":
             raise value
-        return value
+        arrays = self.mailbox.unpack(value)
+        if any(_is_large(a) for a in value):   # one did not fit: make room for the next reply
+            self._grow(_room(arrays))           # (these views keep the old mailbox alive)
+        return arrays
+
+    def _grow(self, size):
+        """Replace the mailbox with a larger one, in both processes (no request in flight)."""
+        fd = os.memfd_create("numpy_lstm-mailbox")
+        try:
+            os.ftruncate(fd, size)
+            self.mailbox = _Mailbox(fd, size)
+            self.conn.send(("mailbox", None, None, size, (), {}, [], []))
+            multiprocessing.reduction.send_handle(self.conn, fd, self.process.pid)
+        finally:
+            os.close(fd)
+        self.reply()
 
     def close(self):
         self.conn.close()
@@ -264,11 +345,11 @@ def forward_parts(layer, inputs):
     try:
         for worker, args in zip(workers, inputs[1:]):
             token = next(_tokens)
-            worker.request("forward", layer.key, token, (layer, args))   # a copy, with today's weights
+            worker.request("forward", layer.key, token, layer, args)   # a copy, with today's weights
             sent.append((worker, token))
         with blas_threads(1), flush_subnormals():
             results = [layer._forward_rows(*inputs[0])]
-        results += [(worker.reply(), RemoteCache(worker, token)) for worker, token in sent]
+        results += [(worker.reply()[0], RemoteCache(worker, token)) for worker, token in sent]
     except BaseException:      # replies may be left in a pipe: start afresh
         _reset_workers()
         raise
@@ -282,7 +363,7 @@ def backward_parts(layer, douts, caches):
         raise ValueError("this LSTM cache was lost when its worker restarted: run forward again")
     try:
         for dout, cache in remote:
-            cache.worker.request("backward", layer.key, cache.token, dout)
+            cache.worker.request("backward", layer.key, cache.token, None, (dout,))
             cache.spend()
         with blas_threads(1), flush_subnormals():
             results = [layer._backward_rows(douts[0], caches[0])]
@@ -303,9 +384,10 @@ def _serve(conn, parents_end):
     if _blas_set is not None:
         _blas_set(1)
     layers, caches = {}, {}
+    mailbox = _Mailbox()
     while True:
         try:
-            op, key, token, payload, errors, dropped, dropped_layers = conn.recv()
+            op, key, token, payload, arrays, errors, dropped, dropped_layers = conn.recv()
         except (EOFError, OSError):                # the parent has gone
             return
         for t in dropped:
@@ -313,20 +395,29 @@ def _serve(conn, parents_end):
         for k in dropped_layers:
             layers.pop(k, None)
         try:
-            with np.errstate(**errors), flush_subnormals():
-                if op == "forward":
-                    layer, args = payload
-                    if key in layers:                  # reuse the buffers of the copy it replaces
-                        layer._spare = layers[key]._spare
-                    layers[key] = layer
-                    out, cache = layer._forward_rows(*args)
-                    caches[token] = layer, cache       # backward runs on the same copy
-                    reply = ("ok", out)
-                else:
-                    if token not in caches:
-                        raise ValueError("this LSTM cache was used by an earlier backward: run forward again")
-                    layer, cache = caches.pop(token)
-                    reply = ("ok", layer._backward_rows(payload, cache))
+            if op == "mailbox":                        # a larger one: its memfd follows
+                fd = multiprocessing.reduction.recv_handle(conn)
+                try:
+                    mailbox = _Mailbox(fd, payload)
+                finally:
+                    os.close(fd)
+                reply = ("ok", ())
+            else:
+                with np.errstate(**errors), flush_subnormals():
+                    arrays = mailbox.unpack(arrays)
+                    if op == "forward":
+                        layer = payload
+                        if key in layers:              # reuse the buffers of the copy it replaces
+                            layer._spare = layers[key]._spare
+                        layers[key] = layer
+                        out, cache = layer._forward_rows(*arrays)
+                        caches[token] = layer, cache   # backward runs on the same copy
+                        reply = ("ok", mailbox.pack((out,)))
+                    else:
+                        if token not in caches:
+                            raise ValueError("this LSTM cache was used by an earlier backward: run forward again")
+                        layer, cache = caches.pop(token)
+                        reply = ("ok", mailbox.pack(layer._backward_rows(arrays[0], cache)))
         except Exception as e:
             reply = ("error", e)
         try:

@@ -56,10 +56,12 @@ class Embedding:
         if dout.ndim == 3 and dout.strides[0] < dout.strides[1]:
             ids, dout = ids.T, dout.transpose(1, 0, 2)   # time-major in memory: read it in order
         flat_ids = ids.ravel()
-        flat_dout = dout.reshape(-1, E)
         dembeddings = np.empty((V, E), self.embeddings.dtype)
         for j in range(E):
-            dembeddings[:, j] = np.bincount(flat_ids, weights=flat_dout[:, j], minlength=V)
+            # One feature's column, flattened in the order of flat_ids. The LSTM's dx is a view
+            # of a (T, E, B) array, where each column is a run of (T, B) blocks: no transpose.
+            column = dout[..., j].ravel()
+            dembeddings[:, j] = np.bincount(flat_ids, weights=column, minlength=V)
         return [dembeddings]
 
 
@@ -463,10 +465,14 @@ def _take_rows(a, rows):
 
 
 def _gather_rows(parts, arrays):
-    """The inverse of _take_rows over all parts: one array with every part's rows in place."""
+    """The inverse of _take_rows over all parts: one array with every part's rows in place.
+
+    The result has the memory layout of the first part (batch-last for the LSTM's dx), so that
+    each part is copied in along memory.
+    """
     if len(parts) == 1:
         return arrays[0]
-    out = np.empty((sum(len(a) for a in arrays),) + arrays[0].shape[1:], arrays[0].dtype)
+    out = np.empty_like(arrays[0], shape=(sum(len(a) for a in arrays),) + arrays[0].shape[1:])
     for rows, a in zip(parts, arrays):
         out[rows] = a
     return out

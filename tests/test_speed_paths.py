@@ -318,3 +318,45 @@ def test_long_backward_flushes_subnormals_and_changes_nothing_else(threads):
     np.testing.assert_allclose(flushed[0], plain_dx, rtol=1e-5, atol=1e-30)
     for got, expected in zip(flushed[2], plain_grads):   # sums over all steps: float32 rounding
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_mailbox_hands_back_large_arrays_in_their_own_layout():
+    fd = os.memfd_create("test-mailbox")
+    try:
+        os.ftruncate(fd, 1 << 20)
+        mailbox = _parallel._Mailbox(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    rng = np.random.default_rng(0)
+    batch_last = rng.normal(size=(50, 20, 30)).transpose(2, 0, 1)      # memory order (50, 20, 30)
+    small = rng.normal(size=(3, 4))
+    too_big = rng.normal(size=(400, 400))                              # 1.28 MB: no room left
+    packed = mailbox.pack((batch_last, small, too_big, "other"))
+    assert isinstance(packed[0], _parallel._Mailed)
+    assert packed[1] is small and packed[2] is too_big and packed[3] == "other"
+    batch_last_copy = batch_last.copy()
+    batch_last[...] = 0.0                                              # the mailbox holds a copy
+    got = mailbox.unpack(packed)
+    np.testing.assert_array_equal(got[0], batch_last_copy)
+    assert np.argsort(got[0].strides).tolist() == np.argsort(batch_last.strides).tolist()
+    assert got[1] is small and got[2] is too_big
+
+
+def test_large_parts_go_through_the_mailbox_and_match_one_process():
+    """Parts large enough for the mailbox; a forward's reply (return_sequences) too large for it,
+    which makes it grow; then a larger batch: every pass equals the one-process answer."""
+    try:
+        for B in (16, 16, 24):
+            layer, x, mask, state = make_case(B, T=300, E=8, H=24, return_sequences=True,
+                                              masked="pre", seed=B)
+            _parallel.set_num_threads(1)
+            expected = run(layer, x, mask, state)
+            _parallel.set_num_threads(2)
+            out, _ = layer.forward(x, mask, state)      # states (B, T, H): 3x the inputs' size
+            np.testing.assert_allclose(out, expected[0], rtol=1e-12, atol=1e-13)
+            assert _parallel._workers[0].mailbox.size >= out.nbytes // 2
+            got = run(layer, x, mask, state)
+            for a, b in zip(got, expected):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    finally:
+        _parallel.set_num_threads(None)
