@@ -360,3 +360,30 @@ def test_large_parts_go_through_the_mailbox_and_match_one_process():
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
     finally:
         _parallel.set_num_threads(None)
+
+
+def _peak_rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers and /proc are Linux-only")
+def test_worker_reuses_the_buffers_of_a_forward_that_had_no_backward():
+    """Evaluation drops a forward's cache unread; the worker must free its buffers before the
+    next forward, which then reuses them instead of taking fresh memory."""
+    _parallel.set_num_threads(2)
+    try:
+        layer, x, _, _ = make_case(16, T=2000, E=4, H=100)
+        out, cache = layer.forward(x)
+        layer.backward(np.ones_like(out), cache)          # the worker now has spare buffers
+        worker = _parallel._workers[0].process.pid
+        before = _peak_rss_bytes(worker)
+        for _ in range(2):
+            layer.forward(x)                               # no backward
+            out, cache = layer.forward(x)
+            layer.backward(np.ones_like(out), cache)
+        gates_bytes = 2000 * 4 * 100 * 8 * 8               # one part's gate values, float64
+        assert _peak_rss_bytes(worker) - before < gates_bytes / 2
+    finally:
+        _parallel.set_num_threads(None)
