@@ -130,12 +130,14 @@ class LSTM:
         This matrix times [x_t; h_{t-1}; 1] (E + H + 1, B) gives all of step t's pre-activations,
         bias included. Two rearrangements, both exact in floating point: the gate blocks go from
         Keras's order (i, f, c, o) to (i, f, o, c), so that the three sigmoid gates form one
-        block; and the sigmoid blocks are negated, so the loop gets -z for them and computes
-        sigmoid(z) = 1 / (1 + exp(-z)) without a separate negation.
+        block; and the sigmoid blocks are halved, so the loop gets z / 2 for them and one tanh
+        call over all four blocks serves every gate: sigmoid(z) = (1 + tanh(z / 2)) / 2, as in
+        `sigmoid`. (On the Intel Xeon here, faster than 1 / (1 + exp(-z)): the forward of a
+        tutorial-shaped batch 60 -> 56 ms.)
         """
         stacked = np.concatenate([self.kernel, self.recurrent_kernel, self.bias[None, :]]).T
         i, f, c, o = np.split(stacked, 4)
-        return np.concatenate([-i, -f, -o, c])
+        return np.concatenate([0.5 * i, 0.5 * f, 0.5 * o, c])
 
     def forward(self, x, mask=None, initial_state=None, rng=None):
         """Run the sequence.
@@ -233,31 +235,28 @@ class LSTM:
         if keep is not None:
             np.multiply(hs, keep, out=h_in)
         ig = np.empty((H, B), dtype)
-        with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives sigmoid 0, rightly
-            for t in range(t0, T):
-                k = active[t]                             # columns :k have started
-                z = gates[t, :, :k]
-                np.matmul(weights, xh[t, :, :k], out=z)   # pre-activations, loop layout
-                sig = z[:3 * H]                           # -z of i, f, o
-                np.exp(sig, out=sig)
-                sig += 1.0
-                np.divide(1.0, sig, out=sig)              # i, f, o = 1 / (1 + exp(-z))
-                g = z[3 * H:]
-                np.tanh(g, out=g)                         # c~ = tanh(z_c)
-                i, f, o = z[:H], z[H:2 * H], z[2 * H:3 * H]
-                c_t = c[t + 1, :, :k]
-                np.multiply(f, c[t, :, :k], out=c_t)
-                np.multiply(i, g, out=ig[:, :k])
-                c_t += ig[:, :k]                          # c_t = f * c_{t-1} + i * c~
-                np.tanh(c_t, out=tanh_c[t, :, :k])
-                np.multiply(o, tanh_c[t, :, :k], out=hs[t + 1, :, :k])  # h_t = o * tanh(c_t)
-                if partial[t]:
-                    # A mask with holes: masked rows carry the previous state.
-                    masked = ~unmasked[t]
-                    np.copyto(c[t + 1], c[t], where=masked)
-                    np.copyto(hs[t + 1], hs[t], where=masked)
-                if keep is not None:
-                    np.multiply(hs[t + 1], keep, out=h_in[t + 1])
+        for t in range(t0, T):
+            k = active[t]                             # columns :k have started
+            z = gates[t, :, :k]
+            np.matmul(weights, xh[t, :, :k], out=z)   # pre-activations, loop layout
+            np.tanh(z, out=z)                         # tanh(z / 2) of i, f, o; c~ = tanh(z_c)
+            sig = z[:3 * H]
+            sig *= 0.5
+            sig += 0.5                                # i, f, o = (1 + tanh(z / 2)) / 2
+            i, f, o, g = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
+            c_t = c[t + 1, :, :k]
+            np.multiply(f, c[t, :, :k], out=c_t)
+            np.multiply(i, g, out=ig[:, :k])
+            c_t += ig[:, :k]                          # c_t = f * c_{t-1} + i * c~
+            np.tanh(c_t, out=tanh_c[t, :, :k])
+            np.multiply(o, tanh_c[t, :, :k], out=hs[t + 1, :, :k])  # h_t = o * tanh(c_t)
+            if partial[t]:
+                # A mask with holes: masked rows carry the previous state.
+                masked = ~unmasked[t]
+                np.copyto(c[t + 1], c[t], where=masked)
+                np.copyto(hs[t + 1], hs[t], where=masked)
+            if keep is not None:
+                np.multiply(hs[t + 1], keep, out=h_in[t + 1])
 
         if self.return_sequences:
             out = plan.restore(hs[1:].transpose(2, 0, 1))   # h_1 .. h_T
@@ -351,12 +350,13 @@ class LSTM:
                 if k < B:
                     dz_t[:, k:] = 0.0
                     dxh[t, :E, k:] = 0.0
+                    dxh[t, E:, k:] = dh[:, k:]
                 if not partial[t]:
                     np.multiply(dc[:, :k], f[j, :, :k], out=dc_next[:, :k])     # dc_{t-1}
                     np.matmul(weights, dz_t[:, :k], out=dxh[t, :, :k])         # dx_t, dh_{t-1}
                     if keep is not None:
                         dxh[t, E:, :k] *= keep[:, :k]    # the matmul read h_{t-1} * keep
-                    np.copyto(dh[:, :k], dxh[t, E:, :k])
+                    dh = dxh[t, E:]       # dh_{t-1}, read in place (backward reads only dx of dxh)
                 else:
                     # A mask with holes: a masked step is the identity on (h, c), so
                     # gradients pass straight through it.
