@@ -174,8 +174,9 @@ _Mailed = collections.namedtuple("_Mailed", "offset shape dtype axes")
 class _Mailbox:
     """Shared memory through which a worker and the parent pass the large arrays of a message.
 
-    Through the pipe an array is pickled, copied through the kernel and unpickled: about 2 ms
-    each way for the 2 MB inputs, and input gradients, of a tutorial-shaped part (measured).
+    Through the pipe an array is pickled, copied through the kernel and unpickled, and the
+    worker cannot start before its input has arrived: milliseconds a pass for the 2 MB inputs,
+    and input gradients, of a tutorial-shaped part.
     The mailbox is a memfd mapped by both processes: the sender copies the array in, in its own
     memory layout (the LSTM's dx is batch-last), and the message carries only a `_Mailed` note
     of where it is; the receiver reads it in place. What a message put there is overwritten by

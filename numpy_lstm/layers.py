@@ -246,9 +246,9 @@ class LSTM:
             np.tanh(c_t, out=tanh_c[t])
             np.multiply(o, tanh_c[t], out=hs[t + 1])  # h_t = o * tanh(c_t)
             # Masked rows carry the previous state. The step ran on every column anyway: on
-            # the started columns alone, each op is one short loop per row (a forward whose rows
-            # start over its first 30 of 150 steps took 9.9 ms so, 8.5 ms on every column), and
-            # backward never reads the gate values of a masked column.
+            # the started columns alone each op is one short loop per row, slower than the
+            # whole block (bench/README.md: "No padding tax"), and backward never reads the
+            # gate values of a masked column.
             k = active[t]
             if k < B:                                 # pre-padding: columns k: have not started
                 c_t[:, k:] = c[t, :, k:]
@@ -373,7 +373,7 @@ class LSTM:
             x_blk, dz_blk = xh_cols[:, :hi - lo], dz_cols[:, :hi - lo]
             np.copyto(x_blk, xh[lo:hi].transpose(1, 0, 2))
             np.copyto(dz_blk, dz[lo:hi].transpose(1, 0, 2))
-            dweights_t += dz_blk.reshape(4 * H, -1) @ x_blk.reshape(E + H + 1, -1).T
+            dweights_t += np.matmul(dz_blk.reshape(4 * H, -1), x_blk.reshape(E + H + 1, -1).T)
         if dh_seq is not None:
             for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
                 dh += dh_seq[t]
