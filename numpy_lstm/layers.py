@@ -187,22 +187,20 @@ class LSTM:
         block, so each gate's values over the part's rows are one contiguous (H, B) block and
         every element-wise op runs as one long loop (on the tutorial's (B, 4H) rows it ran as
         one short loop per row, 2-5x slower). The step's matmul is then
-        loop_weights (4H, E + H + 1) @ [x_t; h_{t-1}; 1] (E + H + 1, B). With a pre-padding mask
-        (each row: padding, then tokens) the rows are first reordered by where their tokens
-        start (see `_RowPlan`), so that at each step the rows already started are the leading
-        columns. A row that has not started keeps (h0, c0), exactly as masking says: the step
-        runs on every column and puts those back (backward runs each step on the started
-        columns only).
+        loop_weights (4H, E + H + 1) @ [x_t; h_{t-1}; 1] (E + H + 1, B). With a mask, the loop
+        starts at the first step where some row is unmasked (before it, every row keeps
+        (h0, c0)); a step where some rows are masked runs on every row, then puts the previous
+        state back in the masked ones (see `_MaskPlan`).
         """
         B, T, E = x.shape
         H = self.units
         dtype = self.kernel.dtype
-        plan = _RowPlan(mask, B, T)
+        plan = _MaskPlan(mask, T)
         # xh[t] = [x_t; h_{t-1}; 1] for t < T: the loop's matmul input, and backward's input for
         # the weight gradients. The loop writes h_t straight into xh[t + 1] (h_t * keep with
         # recurrent dropout, below); xh[T] holds the final state.
         xh = np.empty((T + 1, E + H + 1, B), dtype)
-        xh[:T, :E] = plan.reorder(x).transpose(1, 2, 0)
+        xh[:T, :E] = x.transpose(1, 2, 0)
         xh[T, :E] = 0.0
         xh[:, E + H] = 1.0
         c = self._spare.take((T + 1, H, B), dtype)      # c[t + 1] is c_t; c[0] is c0
@@ -210,8 +208,8 @@ class LSTM:
             xh[0, E:E + H] = 0.0
             c[0] = 0.0
         else:
-            xh[0, E:E + H] = plan.reorder(np.asarray(initial_state[0])).T
-            c[0] = plan.reorder(np.asarray(initial_state[1])).T
+            xh[0, E:E + H] = np.asarray(initial_state[0]).T
+            c[0] = np.asarray(initial_state[1]).T
         gates = self._spare.take((T, 4 * H, B), dtype)  # gate values i, f, o, c~ of each step
         tanh_c = self._spare.take((T, H, B), dtype)     # tanh(c_t)
         weights = self._loop_weights()
@@ -222,10 +220,10 @@ class LSTM:
         if keep is None:
             hs = h_in
         else:
-            keep = np.ascontiguousarray(plan.reorder(keep).T)    # (H, B)
+            keep = np.ascontiguousarray(keep.T)    # (H, B)
             hs = np.zeros((T + 1, H, B), dtype)
             hs[0] = h_in[0]
-        t0, active, partial, unmasked = plan.steps()
+        t0, partial, unmasked = plan.t0, plan.partial, plan.unmasked
         hs[1:t0 + 1] = hs[0]                          # steps masked in every row
         c[1:t0 + 1] = c[0]
         if keep is not None:
@@ -245,15 +243,10 @@ class LSTM:
             c_t += ig                                 # c_t = f * c_{t-1} + i * c~
             np.tanh(c_t, out=tanh_c[t])
             np.multiply(o, tanh_c[t], out=hs[t + 1])  # h_t = o * tanh(c_t)
-            # Masked rows carry the previous state. The step ran on every column anyway: on
-            # the started columns alone each op is one short loop per row, slower than the
-            # whole block (bench/README.md: "No padding tax"), and backward never reads the
-            # gate values of a masked column.
-            k = active[t]
-            if k < B:                                 # pre-padding: columns k: have not started
-                c_t[:, k:] = c[t, :, k:]
-                hs[t + 1, :, k:] = hs[t, :, k:]
-            elif partial[t]:                          # a mask with holes
+            if partial[t]:
+                # Masked rows carry the previous state. The step ran on them anyway: NumPy's
+                # loops run faster on whole blocks than on a selection of columns, and
+                # backward never reads a masked column's gate values.
                 masked = ~unmasked[t]
                 np.copyto(c_t, c[t], where=masked)
                 np.copyto(hs[t + 1], hs[t], where=masked)
@@ -261,9 +254,9 @@ class LSTM:
                 np.multiply(hs[t + 1], keep, out=h_in[t + 1])
 
         if self.return_sequences:
-            out = plan.restore(hs[1:].transpose(2, 0, 1))   # h_1 .. h_T
+            out = hs[1:].transpose(2, 0, 1)                 # h_1 .. h_T
         else:
-            out = plan.restore(hs[T].T.copy())              # h_T (h0 if T = 0)
+            out = hs[T].T.copy()                            # h_T (h0 if T = 0)
         return out, _LoopCache([xh, plan, gates, c, tanh_c, keep], self._spare)
 
     def _backward_rows(self, dout, cache):
@@ -284,7 +277,7 @@ class LSTM:
         dtype = gates.dtype
         dz = gates  # dL/dz_t (Keras gate order i, f, c, o) overwrites the gates, block by block
         dxh = np.empty((T, E + H, B), dtype)    # dxh[t] = [dx_t; dh_{t-1} through step t]
-        dout = plan.reorder(np.asarray(dout, dtype))
+        dout = np.asarray(dout, dtype)
         if self.return_sequences:
             dh_seq = np.ascontiguousarray(dout.transpose(1, 2, 0))   # (T, H, B)
             dh = np.zeros((H, B), dtype)
@@ -293,7 +286,7 @@ class LSTM:
             dh = np.ascontiguousarray(dout.T)  # dL/dh_t, from the step after t and from dout
         weights = np.concatenate([self.kernel, self.recurrent_kernel])
 
-        t0, active, partial, unmasked = plan.steps()
+        t0, partial, unmasked = plan.t0, plan.partial, plan.unmasked
         dxh[:t0, :E] = 0.0                    # steps masked in every row: no gradient through them
         dc_next = np.zeros((H, B), dtype)
         dc = np.empty((H, B), dtype)
@@ -340,33 +333,28 @@ class LSTM:
             fc *= o                       # dc_t = dc_{t+1} f_{t+1} + dh * o (1 - tanh(c_t)^2)
             for t in range(hi - 1, lo - 1, -1):
                 j = t - lo
-                k = active[t]             # columns :k have started; the others pass dh, dc on
                 if dh_seq is not None:
                     dh += dh_seq[t]       # the step's own output gradient
-                np.multiply(dh[:, :k], fc[j, :, :k], out=dc[:, :k])
-                dc[:, :k] += dc_next[:, :k]
+                np.multiply(dh, fc[j], out=dc)
+                dc += dc_next
                 dz_t = dz[t]
-                dz_gates = dz_t.reshape(4, H, B)[:, :, :k]
-                np.multiply(factor[j, :3, :, :k], dc[:, :k], out=dz_gates[:3])
-                np.multiply(factor[j, 3, :, :k], dh[:, :k], out=dz_gates[3])
-                if k < B:
-                    dz_t[:, k:] = 0.0
-                    dxh[t, :E, k:] = 0.0
-                    dxh[t, E:, k:] = dh[:, k:]
+                dz_gates = dz_t.reshape(4, H, B)
+                np.multiply(factor[j, :3], dc, out=dz_gates[:3])
+                np.multiply(factor[j, 3], dh, out=dz_gates[3])
                 if not partial[t]:
-                    np.multiply(dc[:, :k], f[j, :, :k], out=dc_next[:, :k])     # dc_{t-1}
-                    np.matmul(weights, dz_t[:, :k], out=dxh[t, :, :k])         # dx_t, dh_{t-1}
+                    np.multiply(dc, f[j], out=dc_next)           # dc_{t-1}
+                    np.matmul(weights, dz_t, out=dxh[t])         # dx_t, dh_{t-1}
                     if keep is not None:
-                        dxh[t, E:, :k] *= keep[:, :k]    # the matmul read h_{t-1} * keep
+                        dxh[t, E:] *= keep        # the matmul read h_{t-1} * keep
                     dh = dxh[t, E:]       # dh_{t-1}, read in place (backward reads only dx of dxh)
                 else:
-                    # A mask with holes: a masked step is the identity on (h, c), so
-                    # gradients pass straight through it.
+                    # Some rows masked: the step is the identity on their (h, c), so their
+                    # gradients pass straight through it and none goes into the step.
                     m = unmasked[t]
                     dz_t *= m
                     np.multiply(dc, f[j], out=carried)
                     np.copyto(dc_next, carried, where=m)
-                    np.matmul(weights, dz_t, out=dxh[t])                    # zero in masked columns
+                    np.matmul(weights, dz_t, out=dxh[t])         # dx_t = 0 in masked columns
                     if keep is not None:
                         dxh[t, E:] *= keep
                     np.copyto(dh, dxh[t, E:], where=m)
@@ -382,8 +370,7 @@ class LSTM:
         dkernel, drecurrent, dbias = dweights[:E], dweights[E:E + H], dweights[E + H]
         cache[2:5] = [None] * 3               # the gates are spent: hand the big arrays back
         self._spare.give(gates, c, tanh_c)
-        dx = plan.restore(dxh[:, :E].transpose(2, 0, 1))
-        return dx, (plan.restore(dh.T), plan.restore(dc_next.T)), [dkernel, drecurrent, dbias]
+        return dxh[:, :E].transpose(2, 0, 1), (dh.T, dc_next.T), [dkernel, drecurrent, dbias]
 
 
 class _LoopCache(list):
@@ -494,62 +481,25 @@ def _gather_rows(parts, arrays):
     return out
 
 
-class _RowPlan:
-    """Where each row of a part starts, and the row order that makes the started rows a block.
+class _MaskPlan:
+    """What a mask (B, T) asks of the loop.
 
-    Without a mask: the rows as they are; every row is active at every step. With a pre-padding
-    mask (every row masked, then unmasked to the end, as pad_sequences(padding="pre") and
-    mask_zero give): the rows are sorted by their first unmasked step, so that the rows that
-    have started at step t are the first `active[t]` rows (the leading columns of the loop's
-    batch-last arrays). Any other mask (holes in the middle):
-    rows as they are, and masked rows copy their previous state at each partial step.
-
-    The loop's arrays hold the rows in `order` (None: as given, which includes rows already in
-    order of start, as `_batch_parts` deals them); `restore` and `reorder` map arrays with a
-    batch axis first between the two orders.
+    t0: the first step at which some row is unmasked. Before it every row keeps (h0, c0), so
+    the loop starts there, and backward passes the gradients of the earlier steps straight to
+    (h0, c0); pre-padding, as pad_sequences(padding="pre") and mask_zero give, makes t0 the start
+    of the longest sequence. partial[t]: some rows are masked at step t; unmasked (T, 1, B), the
+    mask, batch-last. Without a mask: t0 0, no partial step.
     """
 
-    def __init__(self, mask, B, T):
-        self.T = T
-        self.order = self._inverse = None
-        self.prepadded = False
-        self.unmasked = None                     # (T, 1, B) in loop order, for masks with holes
+    def __init__(self, mask, T):
+        self.t0, self.partial, self.unmasked = 0, [False] * T, None
         if mask is None or T == 0:
-            self.start = np.zeros(B, int)
             return
         mask = np.asarray(mask, bool)
-        self.start, self.prepadded = _token_starts(mask)
-        if not self.prepadded:                   # a hole after the first token
-            self.unmasked = np.ascontiguousarray(mask.T)[:, None, :]
-            return
-        if (np.diff(self.start) >= 0).all():     # already in order of start
-            return
-        self.order = np.argsort(self.start, kind="stable")
-        self.start = self.start[self.order]
-        self._inverse = np.argsort(self.order)
-
-    def steps(self):
-        """(t0, active, partial, unmasked) for the loop.
-
-        t0: the first step at which some row has started (the loop skips the steps before);
-        active[t]: how many leading rows have started at step t; partial[t]: the step needs
-        the masked-copy treatment (masks with holes only); unmasked: that mask, (T, 1, B).
-        """
-        T, B = self.T, len(self.start)
-        t0 = int(self.start.min()) if B else T
-        active = np.searchsorted(self.start, np.arange(T), side="right").tolist() \
-            if self.prepadded else [B] * T
-        if self.unmasked is None:
-            return t0, active, [False] * T, None
-        return t0, active, (~self.unmasked.all(axis=(1, 2))).tolist(), self.unmasked
-
-    def restore(self, a):
-        """An array in loop row order (batch axis first) back in the caller's order."""
-        return a if self._inverse is None else a[self._inverse]
-
-    def reorder(self, a):
-        """An array in the caller's row order (batch axis first) in loop order."""
-        return a if self.order is None else a[self.order]
+        some_row = mask.any(axis=0)
+        self.t0 = int(some_row.argmax()) if some_row.any() else T
+        self.partial = (~mask.all(axis=0)).tolist()
+        self.unmasked = np.ascontiguousarray(mask.T)[:, None, :]
 
 
 class Dropout:
