@@ -245,8 +245,8 @@ class LSTM:
             np.multiply(o, tanh_c[t], out=hs[t + 1])  # h_t = o * tanh(c_t)
             if partial[t]:
                 # Masked rows carry the previous state. The step ran on them anyway: NumPy's
-                # loops run faster on whole blocks than on a selection of columns, and
-                # backward never reads a masked column's gate values.
+                # loops run faster on whole blocks than on a selection of columns, and backward
+                # zeroes whatever it derives from a masked column's gate values.
                 masked = ~unmasked[t]
                 np.copyto(c_t, c[t], where=masked)
                 np.copyto(hs[t + 1], hs[t], where=masked)
@@ -460,7 +460,7 @@ def _gather_rows(parts, arrays):
     copies run along memory: parts cut as slices are copied in as blocks; parts dealt out by
     index are stacked as blocks, then put in place by one take along the batch axis. (Assigning
     out[rows] = part directly, with the batch axis innermost in memory, copies element by
-    element: 4x slower, measured.)
+    element, several times slower.)
     """
     if len(parts) == 1:
         return arrays[0]
