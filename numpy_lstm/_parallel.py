@@ -264,8 +264,15 @@ class _Worker:
         return arrays
 
     def _grow(self, size):
-        """Replace the mailbox with a larger one, in both processes (no request in flight)."""
-        fd = os.memfd_create("numpy_lstm-mailbox")
+        """Replace the mailbox with a larger one, in both processes (no request in flight).
+
+        Where memfd_create is missing or refused, the mailbox stays as it is and large arrays
+        keep travelling in the pipe: slower, same results.
+        """
+        try:
+            fd = os.memfd_create("numpy_lstm-mailbox")
+        except (AttributeError, OSError):
+            return
         try:
             os.ftruncate(fd, size)
             self.mailbox = _Mailbox(fd, size)

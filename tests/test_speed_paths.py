@@ -362,6 +362,25 @@ def test_large_parts_go_through_the_mailbox_and_match_one_process():
         _parallel.set_num_threads(None)
 
 
+def test_without_memfd_large_parts_go_through_the_pipe(monkeypatch):
+    def refused(name):
+        raise OSError("memfd_create refused")
+    monkeypatch.setattr(os, "memfd_create", refused)
+    _parallel._reset_workers()                      # fresh workers, with no mailbox yet
+    try:
+        layer, x, mask, state = make_case(16, T=300, E=8, H=24, masked="pre", seed=3)
+        _parallel.set_num_threads(1)
+        expected = run(layer, x, mask, state)
+        _parallel.set_num_threads(2)
+        got = run(layer, x, mask, state)
+        assert _parallel._workers[0].mailbox.size == 0
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    finally:
+        _parallel.set_num_threads(None)
+        _parallel._reset_workers()
+
+
 def _peak_rss_bytes(pid):
     with open(f"/proc/{pid}/status") as status:
         line = next(line for line in status if line.startswith("VmHWM:"))
