@@ -221,13 +221,13 @@ class LSTM:
             hs = h_in
         else:
             keep = np.ascontiguousarray(keep.T)    # (H, B)
-            hs = np.zeros((T + 1, H, B), dtype)
+            hs = np.empty((T + 1, H, B), dtype)
             hs[0] = h_in[0]
         t0, partial, unmasked = plan.t0, plan.partial, plan.unmasked
         hs[1:t0 + 1] = hs[0]                          # steps masked in every row
         c[1:t0 + 1] = c[0]
-        if keep is not None:
-            np.multiply(hs, keep, out=h_in)
+        if keep is not None:                          # the loop writes h_in from t0 + 1 on
+            np.multiply(hs[:t0 + 1], keep, out=h_in[:t0 + 1])
         ig = np.empty((H, B), dtype)
         for t in range(t0, T):
             z = gates[t]
@@ -474,7 +474,7 @@ def _gather_rows(parts, arrays):
     for a, lo, hi in zip(arrays, bounds[:-1], bounds[1:]):
         stacked[lo:hi] = a
     source = np.argsort(np.concatenate(parts))      # out[r] is stacked[source[r]]
-    in_memory_order = np.argsort(out.strides, kind="stable")[::-1]
+    in_memory_order = _parallel.axes_in_memory_order(out)
     batch_axis = int(np.flatnonzero(in_memory_order == 0)[0])
     np.take(stacked.transpose(in_memory_order), source, axis=batch_axis,
             out=out.transpose(in_memory_order), mode="clip")
