@@ -3,10 +3,11 @@ from ._parallel import get_num_threads, set_num_threads
 from .data import ImdbData, load_imdb, train_test_split
 from .errors import NumpyLSTMError
 from .gradcheck import check_gradient, numerical_gradient, relative_error
-from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling, sigmoid
+from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
 from .optimizers import SGD, Adam, clip_by_global_norm
+from .reference import sigmoid
 from .text import Vocabulary, pad_sequences, preprocess_reviews
 from .train import RECIPES, TrainConfig, recipe_config
 

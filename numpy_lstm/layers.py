@@ -17,19 +17,6 @@ from .initializers import glorot_uniform, orthogonal
 _BACKWARD_BLOCK = 1 << 17
 
 
-def sigmoid(z, out=None):
-    """Logistic function, computed as 0.5 * (1 + tanh(z / 2)).
-
-    The identity needs no exp, so it cannot overflow at any |z| (1 / (1 + exp(-z)) does for
-    z << 0), and it runs in place when `out` is `z`.
-    """
-    out = np.multiply(z, 0.5, out=out)
-    np.tanh(out, out=out)
-    out += 1.0
-    out *= 0.5
-    return out
-
-
 class Embedding:
     """Lookup table: ids (B, T) -> vectors (B, T, E). Keras init uniform(-0.05, 0.05)."""
 

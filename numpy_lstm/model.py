@@ -6,8 +6,9 @@ import numpy as np
 
 from .errors import NumpyLSTMError
 from .fileio import atomic_path
-from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling, sigmoid
+from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
 from .losses import binary_crossentropy
+from .reference import sigmoid
 
 class SentimentLSTM:
     """Binary classifier of id sequences: ids (B, T) -> P(positive) (B,).
