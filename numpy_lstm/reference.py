@@ -113,9 +113,10 @@ def lstm_forward(x, kernel, recurrent_kernel, bias, h0=None, c0=None, mask=None,
     if T == 0:
         raise ValueError("lstm_forward needs at least one time step")
     H = recurrent_kernel.shape[0]
-    h = np.zeros((B, H), x.dtype) if h0 is None else h0
-    c = np.zeros((B, H), x.dtype) if c0 is None else c0
-    hs = np.empty((B, T, H), x.dtype)
+    dtype = np.result_type(x, kernel)             # integer inputs (Keras's test feeds arange) give float states
+    h = np.zeros((B, H), dtype) if h0 is None else h0
+    c = np.zeros((B, H), dtype) if c0 is None else c0
+    hs = np.empty((B, T, H), dtype)
     steps = []
     for t in range(T):
         h_read = h if keep is None else h * keep
