@@ -1,15 +1,22 @@
-"""Shared fixtures: where the real dataset is, and the rule for tests that need it.
+"""Shared fixtures: the real dataset and PyTorch, and the one rule for tests that need either.
 
-A data test skips when the data is absent, except under NUMPY_LSTM_REQUIRE_DATA=1 (CI), where
-absence is a failure: CI must never go green by skipping what it is meant to run.
+A test that needs something optional (the IMDB data, torch as a test oracle) skips when it is
+absent, except under NUMPY_LSTM_REQUIRE_<WHAT>=1 (CI sets NUMPY_LSTM_REQUIRE_DATA and
+NUMPY_LSTM_REQUIRE_TORCH), where absence is a failure: CI must never go green by skipping what it
+is meant to run.
 """
+import importlib
 import os
 
 import pytest
 
 
-def _require_data():
-    return os.environ.get("NUMPY_LSTM_REQUIRE_DATA") == "1"
+def unavailable(what, message):
+    """Skip the test for lack of `what` ("data", "torch"), or fail it under NUMPY_LSTM_REQUIRE_<WHAT>=1."""
+    variable = f"NUMPY_LSTM_REQUIRE_{what.upper()}"
+    if os.environ.get(variable) == "1":
+        pytest.fail(f"{message} but {variable}=1")
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +25,15 @@ def imdb_path():
     path = os.environ.get("NUMPY_LSTM_DATA")
     if path and os.path.exists(path):
         return path
-    message = f"the IMDB dataset is not available (NUMPY_LSTM_DATA={path!r})"
-    if _require_data():
-        pytest.fail(message + " but NUMPY_LSTM_REQUIRE_DATA=1")
-    pytest.skip(message)
+    unavailable("data", f"the IMDB dataset is not available (NUMPY_LSTM_DATA={path!r})")
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """The torch module, for tests that use PyTorch as an oracle (the package never imports it)."""
+    try:
+        module = importlib.import_module("torch")
+    except ImportError as e:
+        unavailable("torch", f"PyTorch is not installed ({e})")
+    module.set_num_threads(1)   # tiny shapes; the LSTM's own worker processes have the cores
+    return module
