@@ -254,12 +254,9 @@ def test_stacked_layers_against_torch(oracle, bidirectional):
     # Two layers, the first returning its sequence to the second, as torch.nn.LSTM(num_layers=2).
     rng = np.random.default_rng(5)
     rows = LAYER_ROWS
-    width = 2 * H if bidirectional else H
-    if bidirectional:
-        layers = [Bidirectional(E, H, rng, return_sequences=True, dtype=np.float64),
-                  Bidirectional(width, H, rng, return_sequences=True, dtype=np.float64)]
-    else:
-        layers = [random_lstm(rng, E, H, True), random_lstm(rng, H, H, True)]
+    kind, width = (Bidirectional, 2 * H) if bidirectional else (LSTM, H)
+    layers = [kind(E, H, rng, return_sequences=True, dtype=np.float64),
+              kind(width, H, rng, return_sequences=True, dtype=np.float64)]
     for layer in layers:
         for w in layer.weights:
             w[...] = rng.normal(size=w.shape) * 0.5
