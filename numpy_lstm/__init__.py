@@ -9,7 +9,7 @@ from .model import Ensemble, SentimentLSTM
 from .optimizers import SGD, Adam, clip_by_global_norm
 from .reference import sigmoid
 from .text import Vocabulary, pad_sequences, preprocess_reviews
-from .train import RECIPES, TrainConfig, recipe_config
+from .config import RECIPES, TrainConfig, recipe_config
 
 __version__ = "0.1.0"
 

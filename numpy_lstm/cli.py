@@ -11,7 +11,9 @@ import sys
 
 from . import _parallel
 from .errors import NumpyLSTMError
-from .train import RECIPES, RunDir, TrainConfig, encode, evaluate, fit, load_test_set, recipe_config
+from .config import RECIPES, TrainConfig, recipe_config
+from .rundir import RunDir
+from .train import encode, evaluate, fit, load_test_set
 
 DEFAULTS = TrainConfig()
 
