@@ -1,8 +1,54 @@
-"""The settings of a training run: TrainConfig, the named recipes, and their validation."""
+"""The settings of a training run: TrainConfig, the named recipes, and the checks on them.
+
+Each TrainConfig field carries its own help text, group, choices or range (`setting`), and
+everything else reads them from there: `numpy-lstm train` makes one flag per field
+(`--num-layers` for num_layers), `TrainConfig.validate` checks every field, and SentimentLSTM
+checks its sizes, rates and pooling with `check_settings`.
+"""
 import dataclasses
-from typing import Optional
+import typing
+from typing import Callable, Optional
+
+import numpy as np
 
 from .errors import NumpyLSTMError
+
+
+def _integer(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The values a setting may take: `allows(value)`, described by `words` ("must be <words>")."""
+
+    words: str
+    allows: Callable[[object], bool]
+
+
+POSITIVE_INTEGER = Rule("a positive integer", lambda v: _integer(v) and v >= 1)
+VOCAB_SIZE = Rule("at least 3 (ids 0 and 1 are reserved)", lambda v: _integer(v) and v >= 3)
+POSITIVE = Rule("positive", lambda v: _real(v) and v > 0)
+OFF_OR_POSITIVE = Rule("0 (off) or positive", lambda v: _real(v) and v >= 0)
+RATE = Rule("in [0, 1)", lambda v: _real(v) and 0 <= v < 1)
+FRACTION = Rule("between 0 and 1", lambda v: _real(v) and 0 < v < 1)
+
+
+def setting(default, help, group, rule=None, choices=None, metavar=None, aliases=(), recipe_values=True):
+    """A TrainConfig field and what the CLI and the checks need to know about it.
+
+    group: the `train --help` section ("data", "model", "optimisation"). rule or choices: the
+    allowed values (None, for an optional setting, is always allowed). aliases: further flag
+    names. recipe_values: whether the help lists each recipe's value (not for settings such as
+    the data path, which no recipe sets).
+    """
+    metadata = {"help": help, "group": group, "rule": rule, "choices": choices, "metavar": metavar,
+                "aliases": aliases, "recipe_values": recipe_values}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclasses.dataclass
@@ -10,71 +56,102 @@ class TrainConfig:
     """Every setting of a run. Recipes (RECIPES) fill these in; flags override them."""
 
     recipe: str = "tutorial"
-    data: Optional[str] = None          # dataset path; None: NUMPY_LSTM_DATA, then the cache
-    per_class: Optional[int] = 500      # first N positive and N negative training reviews
-    val_split: float = 0.2              # held-out fraction of those reviews
-    keep_negations: bool = False        # keep not/no/nor and n't forms through stopword removal
-    keep_stopwords: bool = False        # no stopword removal at all
-    vocab_size: int = 500               # embedding rows, counting padding (0) and OOV (1)
-    maxlen: int = 500                   # pad / truncate to this many tokens (Keras "pre")
-    oov: str = "keep"                   # unknown words: "keep" as id 1, or "skip" them
-    min_films: int = 1                  # vocabulary words must occur in reviews of this many films (a film
-                                        # name or plot word is not sentiment on other films)
-    embed_dim: int = 32
-    nb_init: float = 0.0                # > 0: embedding column 0 starts as this times log_count_ratio
-    ppmi_init: float = 0.0              # > 0: the other columns start as PPMI-SVD word vectors of this std
-    units: int = 100
-    mask: bool = False                  # mask padding (Keras mask_zero) and bucket batches by length
-    dropout: float = 0.0                # LSTM input dropout, one mask per sequence
-    recurrent_dropout: float = 0.0      # dropout on h_{t-1} in the recurrent matmul, one mask per sequence
-    word_dropout: float = 0.0           # drop whole tokens' embeddings
-    pooling: str = "last"               # Dense reads the last state, or the mean / max over time
-    num_layers: int = 1                 # stacked LSTMs
-    bidirectional: bool = False         # each LSTM reads forward and backward
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_schedule: str = "constant"       # or "linear": warm up over epoch 1, decay to 0 at the end
-    clipnorm: Optional[float] = None    # clip gradients by global norm
-    patience: Optional[int] = None      # early stopping on held-out loss, restoring the best epoch
-    seed: int = 0
-    ensemble: int = 1                   # train this many models (seeds differ) and average their logits
-    test_limit: Optional[int] = None    # evaluate on a seeded, balanced subset of the test set
+    data: Optional[str] = setting(
+        None, "aclImdb folder or .tar.gz (default: $NUMPY_LSTM_DATA, then the download cache)", "data",
+        metavar="PATH", recipe_values=False)
+    per_class: Optional[int] = setting(
+        500, "first N positive and N negative training reviews", "data", POSITIVE_INTEGER, metavar="N")
+    val_split: float = setting(0.2, "held-out fraction", "data", FRACTION, metavar="F")
+    keep_negations: bool = setting(
+        False, "keep not/no/nor and the n't stems, which the stopword list removes", "data")
+    keep_stopwords: bool = setting(
+        False, "keep every stopword (the tutorial removes NLTK's English stopwords)", "data")
+    vocab_size: int = setting(
+        500, "vocabulary size, counting the padding and out-of-vocabulary ids", "data", VOCAB_SIZE, metavar="N")
+    maxlen: int = setting(
+        500, "pad or truncate reviews to N tokens (Keras's pre-padding)", "data", POSITIVE_INTEGER, metavar="N")
+    oov: str = setting(
+        "keep", "words outside the vocabulary: keep them as one unknown-word id, or skip them", "data",
+        choices=("keep", "skip"))
+    # A film's name or plot words say nothing of sentiment on other films.
+    min_films: int = setting(
+        1, "keep only vocabulary words found in reviews of at least N films", "data", POSITIVE_INTEGER, metavar="N")
+    embed_dim: int = setting(32, "embedding width", "model", POSITIVE_INTEGER, metavar="N")
+    nb_init: float = setting(
+        0.0, "start embedding column 0 at SCALE times each word's naive Bayes log-count ratio in the training "
+             "reviews (0: off)", "model", metavar="SCALE")
+    ppmi_init: float = setting(
+        0.0, "start the embedding columns (all but --nb-init's) at word vectors learned without labels from the "
+             "training reviews (PPMI + SVD of word co-occurrences), scaled to this standard deviation (0: off)",
+        "model", OFF_OR_POSITIVE, metavar="STD")
+    units: int = setting(100, "LSTM units", "model", POSITIVE_INTEGER, metavar="N")
+    mask: bool = setting(False, "mask padding (Keras's mask_zero) and bucket batches by length", "model")
+    dropout: float = setting(0.0, "LSTM input dropout, one mask per sequence", "model", RATE, metavar="RATE")
+    recurrent_dropout: float = setting(
+        0.0, "dropout on the previous state where the LSTM's recurrent matmul reads it, one mask per sequence",
+        "model", RATE, metavar="RATE")
+    word_dropout: float = setting(
+        0.0, "drop whole tokens (their embedding vectors) during training", "model", RATE, metavar="RATE")
+    pooling: str = setting(
+        "last", "what the output layer reads: the last LSTM state, or the mean / max over time", "model",
+        choices=("last", "mean", "max"))
+    num_layers: int = setting(1, "stacked LSTMs", "model", POSITIVE_INTEGER, metavar="N", aliases=("--layers",))
+    bidirectional: bool = setting(False, "read each review forward and backward", "model")
+    implementation: str = setting(
+        "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
+                "the same maths", "model", choices=("fast", "reference"), recipe_values=False)
+    epochs: int = setting(10, "epochs", "optimisation", POSITIVE_INTEGER, metavar="N")
+    batch_size: int = setting(64, "batch size", "optimisation", POSITIVE_INTEGER, metavar="N")
+    lr: float = setting(1e-3, "Adam learning rate", "optimisation", POSITIVE, metavar="LR")
+    lr_schedule: str = setting(
+        "constant", "constant, or linear warm-up over the first epoch and decay to 0 at the last", "optimisation",
+        choices=("constant", "linear"))
+    clipnorm: Optional[float] = setting(
+        None, "clip gradients to this global norm", "optimisation", POSITIVE, metavar="NORM")
+    patience: Optional[int] = setting(
+        None, "stop after N epochs without a better held-out loss and keep the best epoch", "optimisation",
+        POSITIVE_INTEGER, metavar="N")
+    seed: int = setting(0, "seed of the split, the initialisation and the shuffling", "optimisation", metavar="N")
+    ensemble: int = setting(
+        1, "train N models, each from its own initialisation and batch order, and average their logits "
+           "(N times the training time)", "optimisation", POSITIVE_INTEGER, metavar="N")
+    test_limit: Optional[int] = setting(
+        None, "evaluate on a seeded, balanced subset of N official test reviews (default: all)", "data",
+        POSITIVE_INTEGER, metavar="N", recipe_values=False)
 
     def validate(self):
-        positive = {"vocab_size": self.vocab_size, "maxlen": self.maxlen, "embed_dim": self.embed_dim,
-                    "units": self.units, "epochs": self.epochs, "batch_size": self.batch_size,
-                    "num_layers": self.num_layers, "min_films": self.min_films,
-                    "ensemble": self.ensemble}
-        for name in ("per_class", "patience", "test_limit"):
-            if getattr(self, name) is not None:
-                positive[name] = getattr(self, name)
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise NumpyLSTMError(f"{name} must be a positive integer, got {value!r}")
-        if self.vocab_size < 3:
-            raise NumpyLSTMError(f"vocab_size must be at least 3 (ids 0 and 1 are reserved), got {self.vocab_size}")
-        if not self.lr > 0:
-            raise NumpyLSTMError(f"lr must be positive, got {self.lr!r}")
-        if self.oov not in ("keep", "skip"):
-            raise NumpyLSTMError(f"oov must be keep or skip, got {self.oov!r}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise NumpyLSTMError(f"lr_schedule must be constant or linear, got {self.lr_schedule!r}")
-        if self.clipnorm is not None and not self.clipnorm > 0:
-            raise NumpyLSTMError(f"clipnorm must be positive, got {self.clipnorm!r}")
-        if not 0.0 < self.val_split < 1.0:
-            raise NumpyLSTMError(f"val_split must be between 0 and 1, got {self.val_split!r}")
-        if not self.ppmi_init >= 0:
-            raise NumpyLSTMError(f"ppmi_init must be 0 (off) or positive, got {self.ppmi_init!r}")
+        """Check every setting against its rule or choices, then the ones that depend on each other."""
+        for field in dataclasses.fields(self):
+            check_setting(field.name, getattr(self, field.name))
         if self.ppmi_init and not 1 <= self.embed_dim - bool(self.nb_init) <= self.vocab_size:
             raise NumpyLSTMError("ppmi_init needs embedding columns besides the naive Bayes one, "
                                  "and no more of them than vocabulary ids")
-        for name in ("dropout", "recurrent_dropout", "word_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise NumpyLSTMError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.pooling not in ("last", "mean", "max"):
-            raise NumpyLSTMError(f"pooling must be last, mean or max, got {self.pooling!r}")
         return self
+
+
+SETTINGS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+
+
+def _either(choices):
+    return ", ".join(choices[:-1]) + " or " + choices[-1]
+
+
+def check_setting(name, value):
+    """Raise a one-line NumpyLSTMError unless `value` is allowed for the TrainConfig field `name`."""
+    field = SETTINGS[name]
+    meta = field.metadata
+    if value is None and type(None) in typing.get_args(field.type):
+        return
+    if meta.get("rule") and not meta["rule"].allows(value):
+        raise NumpyLSTMError(f"{name} must be {meta['rule'].words}, got {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise NumpyLSTMError(f"{name} must be {_either(meta['choices'])}, got {value!r}")
+
+
+def check_settings(**values):
+    """check_setting for each name=value (the model checks its sizes and rates with this)."""
+    for name, value in values.items():
+        check_setting(name, value)
 
 
 # The tutorial as written, our best recipe on the same 1,000 reviews, and the recipe for all 25,000

@@ -200,6 +200,9 @@ def test_diverging_loss_stops_with_a_clear_message(tree, tmp_path):
     (["--ppmi-init", "0.1", "--embed-dim", "1", "--nb-init", "2"], "ppmi_init needs embedding columns"),
     (["--ensemble", "0"], "ensemble must be a positive integer"),
     (["--word-dropout", "-0.1"], "word_dropout must be in"),
+    (["--oov", "drop"], "oov must be keep or skip"),
+    (["--layers", "0"], "num_layers must be a positive integer"),
+    (["--recipe", "magic"], "unknown recipe 'magic'"),
 ])
 def test_nonsense_hyperparameters(flags, message, tree, tmp_path, capsys):
     assert main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), *TINY, *flags]) == 2
