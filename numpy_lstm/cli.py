@@ -6,6 +6,7 @@ and exit with status 2; Ctrl-C exits with 130 and says how to resume.
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import sys
 import typing
@@ -81,8 +82,11 @@ def cmd_predict(args):
     probabilities = model.predict(encode(texts, vocab, config))
     for text, p in zip(texts, probabilities):
         label = "positive" if p > 0.5 else "negative"
-        snippet = text if len(text) <= 60 else text[:57] + "..."
-        print(f"{p:.4f}\t{label}\t{snippet}")
+        if args.json:
+            print(json.dumps({"text": text, "probability": float(p), "label": label}))
+        else:
+            snippet = text if len(text) <= 60 else text[:57] + "..."
+            print(f"{p:.4f}\t{label}\t{snippet}")
 
 
 def cmd_evaluate(args):
@@ -106,6 +110,8 @@ def build_parser():
     p = subparsers.add_parser("predict", help="print P(positive) and a label for each review text")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="review texts (default: lines on standard input)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per review and line: text, probability (of positive), label")
     p = subparsers.add_parser("evaluate", help="accuracy of a trained run on the official test set")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="PATH", help="dataset to evaluate on (default: the run's)")
@@ -114,7 +120,12 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "predict" and not any(arg.startswith("-") for arg in extra):
+        args.texts += extra  # texts after an option (predict RUN_DIR --json TEXT), which argparse leaves over
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         _parallel.start_workers()      # before any data is loaded: see start_workers
         if args.command == "train":

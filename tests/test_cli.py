@@ -71,6 +71,13 @@ def test_train_writes_a_complete_run_then_predict_and_evaluate(tree, tmp_path):
     assert len(lines) == 2 and all(0.0 <= float(line.split("\t")[0]) <= 1.0 for line in lines)
     code, stdout, _ = run_cli("evaluate", out, "--data", tree)
     assert code == 0 and "test accuracy" in stdout and "(120 reviews)" in stdout
+    texts = ["a wonderful superb film", 'an "awful"\tboring mess, ünïcode']
+    code, stdout, _ = run_cli("predict", out, texts[0], "--json", texts[1])
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert code == 0 and [row["text"] for row in rows] == texts
+    lines = run_cli("predict", out, *texts)[1].splitlines()
+    assert [f"{row['probability']:.4f}" for row in rows] == [line.split("\t")[0] for line in lines]
+    assert [row["label"] for row in rows] == [line.split("\t")[1] for line in lines]
 
 
 def test_the_task_is_learned(tree, tmp_path):
