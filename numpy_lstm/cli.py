@@ -12,8 +12,8 @@ import sys
 import typing
 
 from . import _parallel
-from .errors import NumpyLSTMError
 from .config import RECIPES, TrainConfig, recipe_config
+from .errors import NumpyLSTMError
 from .rundir import RunDir
 from .train import encode, evaluate, fit, load_test_set
 

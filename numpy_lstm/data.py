@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .config import check_setting
 from .errors import MissingSplitError, NumpyLSTMError
 from .fileio import atomic_path, write_text
 from .progress import download_bar
@@ -85,8 +86,7 @@ def load_imdb(source=None, split="train", per_class=None):
     """
     if split not in SPLITS:
         raise NumpyLSTMError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1):
-        raise NumpyLSTMError(f"per_class must be a positive integer or None, got {per_class!r}")
+    check_setting("per_class", per_class)
     path = find_data(source)
     if os.path.isfile(path):
         reviews = _read_archive_cached(path, SPLITS[split])
@@ -172,7 +172,8 @@ def _read_folder(path, splits):
     reviews = []
     for split in splits:
         if not os.path.isdir(os.path.join(root, split)):
-            raise MissingSplitError(f"{root} has no {split}/ folder: expected the aclImdb layout {split}/pos, {split}/neg")
+            raise MissingSplitError(f"{root} has no {split}/ folder: expected the aclImdb layout "
+                                    f"{split}/pos, {split}/neg")
         for name, label in CLASSES:
             folder = os.path.join(root, split, name)
             urls = os.path.join(root, split, f"urls_{name}.txt")
@@ -259,7 +260,8 @@ def _select(reviews, splits, per_class, where):
         for name, label in CLASSES:
             group = sorted((r for r in reviews if r.split == split and r.label == label), key=lambda r: r.id)
             if not group:
-                raise MissingSplitError(f"no {split}/{name} reviews in {where}: expected files {split}/{name}/ID_RATING.txt")
+                raise MissingSplitError(f"no {split}/{name} reviews in {where}: "
+                                        f"expected files {split}/{name}/ID_RATING.txt")
             chosen += group[:per_class]
     return ImdbData(
         texts=[r.text for r in chosen],
