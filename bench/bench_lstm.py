@@ -27,6 +27,7 @@ backward = 2*B*T*4H*(E+H) (dx and dh_{t-1} from dz) + 2*B*T*(E+H+1)*4H (weight g
 about twice the forward. The model's Embedding and Dense add under 0.1% and are not counted.
 """
 import argparse
+import functools
 import json
 import os
 import platform
@@ -125,7 +126,7 @@ def bench_shape(name, threads_list, repeats, torch):
 
     cases, torch_cases = {}, {}
     for k in threads_list:
-        use = (lambda k=k: _parallel.set_num_threads(k))
+        use = functools.partial(_parallel.set_num_threads, k)
         cases[("ours", "LSTM forward", k)] = (use, lambda: lstm.forward(x))
         cases[("ours", "LSTM forward+backward", k)] = (use, lstm_train_step)
         cases[("ours", "model forward", k)] = (use, lambda: model.forward(ids))
@@ -147,7 +148,7 @@ def bench_shape(name, threads_list, repeats, torch):
             h_n[0].backward(tdout)
 
         for k in threads_list:
-            use = (lambda k=k: torch.set_num_threads(k))
+            use = functools.partial(torch.set_num_threads, k)
             torch_cases[("torch", "LSTM forward", k)] = (use, torch_forward)
             torch_cases[("torch", "LSTM forward+backward", k)] = (use, torch_train_step)
 

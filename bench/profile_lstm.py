@@ -18,7 +18,6 @@ import types
 
 import numpy as np
 
-import numpy_lstm
 from numpy_lstm import _parallel
 
 

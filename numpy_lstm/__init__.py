@@ -1,5 +1,6 @@
 """numpy-lstm: the Keras IMDB LSTM sentiment tutorial, reimplemented by hand on NumPy."""
 from ._parallel import get_num_threads, set_num_threads
+from .config import RECIPES, TrainConfig, recipe_config
 from .data import ImdbData, load_imdb, train_test_split
 from .errors import NumpyLSTMError
 from .gradcheck import check_gradient, numerical_gradient, relative_error
@@ -9,7 +10,6 @@ from .model import Ensemble, SentimentLSTM
 from .optimizers import SGD, Adam, clip_by_global_norm
 from .reference import sigmoid
 from .text import Vocabulary, pad_sequences, preprocess_reviews
-from .train import RECIPES, TrainConfig, recipe_config
 
 __version__ = "0.1.0"
 

@@ -6,14 +6,18 @@ and exit with status 2; Ctrl-C exits with 130 and says how to resume.
 import argparse
 import dataclasses
 import datetime
+import json
 import os
 import sys
+import typing
 
 from . import _parallel
+from .config import RECIPES, TrainConfig, recipe_config
 from .errors import NumpyLSTMError
-from .train import RECIPES, RunDir, TrainConfig, encode, evaluate, fit, load_test_set, recipe_config
+from .rundir import RunDir
+from .train import encode, evaluate, fit, load_test_set
 
-DEFAULTS = TrainConfig()
+GROUPS = ("data", "model", "optimisation")
 
 
 def add_train_parser(subparsers):
@@ -21,73 +25,37 @@ def add_train_parser(subparsers):
         "train", help="train a model (the tutorial's experiment) into a run directory",
         description="Train the Embedding -> LSTM -> Dense(sigmoid) sentiment model on IMDB reviews. "
                     "A recipe sets every default; any flag below overrides it.")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="tuned",
+    p.add_argument("--recipe", default="tuned", metavar="{" + ",".join(RECIPES) + "}",
                    help="tutorial: the Keras tutorial as written; tuned: our best recipe on the same "
                         "1,000 reviews; full: all 25,000 training reviews (see README)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint (its own settings are used)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<timestamp>)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
-    data = p.add_argument_group("data")
-    data.add_argument("--data", metavar="PATH",
-                      help="aclImdb folder or .tar.gz (default: $NUMPY_LSTM_DATA, then the download cache)")
-    data.add_argument("--test-limit", type=int, metavar="N",
-                      help="evaluate on a seeded, balanced subset of N official test reviews (default: all)")
-    add_setting(data, "--per-class", type=int, metavar="N", help="first N positive and N negative training reviews")
-    add_setting(data, "--val-split", type=float, metavar="F", help="held-out fraction")
-    add_setting(data, "--keep-negations", action=argparse.BooleanOptionalAction,
-                help="keep not/no/nor and the n't stems, which the stopword list removes")
-    add_setting(data, "--keep-stopwords", action=argparse.BooleanOptionalAction,
-                help="keep every stopword (the tutorial removes NLTK's English stopwords)")
-    add_setting(data, "--vocab-size", type=int, metavar="N",
-                help="vocabulary size, counting the padding and out-of-vocabulary ids")
-    add_setting(data, "--min-films", type=int, metavar="N",
-                help="keep only vocabulary words found in reviews of at least N films")
-    add_setting(data, "--maxlen", type=int, metavar="N", help="pad or truncate reviews to N tokens")
-    add_setting(data, "--oov", choices=("keep", "skip"),
-                help="words outside the vocabulary: keep them as one unknown-word id, or skip them")
-    model = p.add_argument_group("model")
-    add_setting(model, "--embed-dim", type=int, metavar="N", help="embedding width")
-    add_setting(model, "--units", type=int, metavar="N", help="LSTM units")
-    add_setting(model, "--nb-init", type=float, metavar="SCALE",
-                help="start embedding column 0 at SCALE times each word's naive Bayes log-count ratio "
-                     "in the training reviews (0: off)")
-    add_setting(model, "--ppmi-init", type=float, metavar="STD",
-                help="start the embedding columns (all but --nb-init's) at word vectors learned without labels from "
-                     "the training reviews (PPMI + SVD of word co-occurrences), scaled to this "
-                     "standard deviation (0: off)")
-    add_setting(model, "--mask", action=argparse.BooleanOptionalAction,
-                help="mask padding and bucket batches by length")
-    add_setting(model, "--dropout", type=float, metavar="RATE", help="LSTM input dropout")
-    add_setting(model, "--recurrent-dropout", type=float, metavar="RATE",
-                help="dropout on the previous state where the LSTM's recurrent matmul reads it")
-    add_setting(model, "--word-dropout", type=float, metavar="RATE",
-                help="drop whole tokens (their embedding vectors) during training")
-    add_setting(model, "--pooling", choices=("last", "mean", "max"),
-                help="what the output layer reads: the last LSTM state, or the mean / max over time")
-    add_setting(model, "--layers", dest="num_layers", type=int, metavar="N", help="stacked LSTMs")
-    add_setting(model, "--bidirectional", action=argparse.BooleanOptionalAction,
-                help="read each review forward and backward")
-    opt = p.add_argument_group("optimisation")
-    add_setting(opt, "--epochs", type=int, metavar="N", help="epochs")
-    add_setting(opt, "--batch-size", type=int, metavar="N", help="batch size")
-    add_setting(opt, "--lr", type=float, metavar="LR", help="Adam learning rate")
-    add_setting(opt, "--lr-schedule", choices=("constant", "linear"),
-                help="constant, or linear warm-up over the first epoch and decay to 0 at the last")
-    add_setting(opt, "--clipnorm", type=float, metavar="NORM", help="clip gradients to this global norm")
-    add_setting(opt, "--patience", type=int, metavar="N",
-                help="stop after N epochs without a better held-out loss and keep the best epoch")
-    add_setting(opt, "--ensemble", type=int, metavar="N",
-                help="train N models, each from its own initialisation and batch order, and average "
-                     "their logits (N times the training time)")
-    add_setting(opt, "--seed", type=int, metavar="N", help="seed of the split, the initialisation and the shuffling")
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    for field in dataclasses.fields(TrainConfig):
+        if "group" in field.metadata:
+            add_setting(groups[field.metadata["group"]], field)
 
 
-def add_setting(group, flag, help, dest=None, **kwargs):
-    """A flag overriding a recipe setting; its help ends with each recipe's value."""
-    dest = dest or flag[2:].replace("-", "_")
-    values = "; ".join(f"{name}: {RECIPES[name].get(dest, getattr(DEFAULTS, dest))}" for name in RECIPES)
-    group.add_argument(flag, dest=dest, default=None, help=f"{help} [{values}]", **kwargs)
+def add_setting(group, field):
+    """The flag --FIELD-NAME (and its aliases) for a TrainConfig field, from the field's metadata.
+
+    Its default is None ("the recipe's value"); the ranges and choices are checked by
+    TrainConfig.validate, so that a bad value is reported in one line like any other error.
+    """
+    meta = field.metadata
+    flags = ["--" + field.name.replace("_", "-"), *meta["aliases"]]
+    help = meta["help"]
+    if meta["recipe_values"]:
+        values = (RECIPES[name].get(field.name, field.default) for name in RECIPES)
+        help += " [" + "; ".join(f"{name}: {value}" for name, value in zip(RECIPES, values)) + "]"
+    kind = (typing.get_args(field.type) or (field.type,))[0]  # Optional[int] -> int
+    if kind is bool:
+        group.add_argument(*flags, dest=field.name, default=None, action=argparse.BooleanOptionalAction, help=help)
+        return
+    metavar = meta["metavar"] or "{" + ",".join(meta["choices"]) + "}"
+    group.add_argument(*flags, dest=field.name, default=None, type=kind, metavar=metavar, help=help)
 
 
 def cmd_train(args):
@@ -114,8 +82,11 @@ def cmd_predict(args):
     probabilities = model.predict(encode(texts, vocab, config))
     for text, p in zip(texts, probabilities):
         label = "positive" if p > 0.5 else "negative"
-        snippet = text if len(text) <= 60 else text[:57] + "..."
-        print(f"{p:.4f}\t{label}\t{snippet}")
+        if args.json:
+            print(json.dumps({"text": text, "probability": float(p), "label": label}))
+        else:
+            snippet = text if len(text) <= 60 else text[:57] + "..."
+            print(f"{p:.4f}\t{label}\t{snippet}")
 
 
 def cmd_evaluate(args):
@@ -139,6 +110,8 @@ def build_parser():
     p = subparsers.add_parser("predict", help="print P(positive) and a label for each review text")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("texts", nargs="*", metavar="TEXT", help="review texts (default: lines on standard input)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per review and line: text, probability (of positive), label")
     p = subparsers.add_parser("evaluate", help="accuracy of a trained run on the official test set")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="PATH", help="dataset to evaluate on (default: the run's)")
@@ -147,7 +120,12 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "predict" and not any(arg.startswith("-") for arg in extra):
+        args.texts += extra  # texts after an option (predict RUN_DIR --json TEXT), which argparse leaves over
+    elif extra:
+        parser.error("unrecognized arguments: " + " ".join(extra))
     try:
         _parallel.start_workers()      # before any data is loaded: see start_workers
         if args.command == "train":

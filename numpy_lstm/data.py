@@ -14,7 +14,6 @@ rating would be lost. Invalid UTF-8 is replaced, not fatal; an empty file is the
 Parsing the 50,000 reviews of an archive takes 3-6 s, so the result is cached as JSON in the
 cache directory (67 MB), keyed by the archive's size and modification time: 0.5 s to read.
 """
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -23,14 +22,15 @@ import math
 import os
 import re
 import tarfile
-import types
 import zlib
 from typing import NamedTuple
 
 import numpy as np
 
+from .config import check_setting
 from .errors import MissingSplitError, NumpyLSTMError
 from .fileio import atomic_path, write_text
+from .progress import download_bar
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -86,8 +86,7 @@ def load_imdb(source=None, split="train", per_class=None):
     """
     if split not in SPLITS:
         raise NumpyLSTMError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1):
-        raise NumpyLSTMError(f"per_class must be a positive integer or None, got {per_class!r}")
+    check_setting("per_class", per_class)
     path = find_data(source)
     if os.path.isfile(path):
         reviews = _read_archive_cached(path, SPLITS[split])
@@ -135,7 +134,7 @@ def download(dest, url=URL, md5=MD5):
     try:
         with urllib.request.urlopen(url, timeout=60) as response, atomic_path(dest) as tmp, open(tmp, "wb") as out:
             expected = int(response.headers.get("Content-Length") or 0) or None
-            with _progress_bar(expected) as bar:
+            with download_bar(expected, ARCHIVE_NAME) as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     digest.update(chunk)
@@ -148,15 +147,6 @@ def download(dest, url=URL, md5=MD5):
     except (OSError, http.client.HTTPException) as e:
         raise fail(str(e) or type(e).__name__) from None
     return dest
-
-
-def _progress_bar(total):
-    """A tqdm bar over `total` bytes (None if unknown), or a silent stand-in without tqdm."""
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm comes with nltk, but a download must not depend on it
-        return contextlib.nullcontext(types.SimpleNamespace(update=lambda n: None))
-    return tqdm(total=total, unit="B", unit_scale=True, desc=ARCHIVE_NAME)
 
 
 def _review_key(name, where):
@@ -182,7 +172,8 @@ def _read_folder(path, splits):
     reviews = []
     for split in splits:
         if not os.path.isdir(os.path.join(root, split)):
-            raise MissingSplitError(f"{root} has no {split}/ folder: expected the aclImdb layout {split}/pos, {split}/neg")
+            raise MissingSplitError(f"{root} has no {split}/ folder: expected the aclImdb layout "
+                                    f"{split}/pos, {split}/neg")
         for name, label in CLASSES:
             folder = os.path.join(root, split, name)
             urls = os.path.join(root, split, f"urls_{name}.txt")
@@ -269,7 +260,8 @@ def _select(reviews, splits, per_class, where):
         for name, label in CLASSES:
             group = sorted((r for r in reviews if r.split == split and r.label == label), key=lambda r: r.id)
             if not group:
-                raise MissingSplitError(f"no {split}/{name} reviews in {where}: expected files {split}/{name}/ID_RATING.txt")
+                raise MissingSplitError(f"no {split}/{name} reviews in {where}: "
+                                        f"expected files {split}/{name}/ID_RATING.txt")
             chosen += group[:per_class]
     return ImdbData(
         texts=[r.text for r in chosen],

@@ -4,6 +4,7 @@ import zipfile
 
 import numpy as np
 
+from .config import check_settings
 from .errors import NumpyLSTMError
 from .fileio import atomic_path
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
@@ -38,19 +39,11 @@ class SentimentLSTM:
     def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
                  pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None,
                  recurrent_dropout=0.0, word_dropout=0.0):
-        sizes = (("vocab_size", vocab_size), ("embed_dim", embed_dim), ("units", units), ("num_layers", num_layers))
-        for name, value in sizes:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise NumpyLSTMError(f"{name} must be a positive integer, got {value!r}")
+        check_settings(vocab_size=vocab_size, embed_dim=embed_dim, units=units, num_layers=num_layers, dropout=dropout,
+                       recurrent_dropout=recurrent_dropout, word_dropout=word_dropout, pooling=pooling)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
-        for name, rate in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout),
-                           ("word_dropout", word_dropout)):
-            if not 0.0 <= rate < 1.0:
-                raise NumpyLSTMError(f"{name} must be in [0, 1), got {rate!r}")
-        if pooling not in ("last", "mean", "max"):
-            raise NumpyLSTMError(f"pooling must be last, mean or max, got {pooling!r}")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.config = {
             "vocab_size": int(vocab_size), "embed_dim": int(embed_dim), "units": int(units),

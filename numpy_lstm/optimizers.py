@@ -1,4 +1,5 @@
-"""Optimizers that update a list of weight arrays in place from a list of gradients."""
+"""Optimizers that update a list of weight arrays in place from a list of gradients, and the
+learning-rate schedule."""
 import numpy as np
 
 
@@ -74,3 +75,18 @@ class Adam:
         self.iterations = int(state["iterations"])
         self.m = None if state["m"] is None else [np.array(a) for a in state["m"]]
         self.v = None if state["v"] is None else [np.array(a) for a in state["v"]]
+
+
+def learning_rate(config, epoch, step, steps_per_epoch):
+    """The learning rate of one step (epoch and step count from 1).
+
+    "constant": config.lr throughout. "linear": warm up from 0 over the first epoch, then decay
+    linearly to 0 at the last epoch. A function of the step alone, so resuming needs no state.
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    t = (epoch - 1) * steps_per_epoch + step
+    warmup, total = steps_per_epoch, config.epochs * steps_per_epoch
+    if t <= warmup:
+        return config.lr * t / warmup
+    return config.lr * (total - t + 1) / (total - warmup + 1)

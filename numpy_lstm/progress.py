@@ -1,38 +1,55 @@
-"""A Keras-style progress line: `13/13 [=====>....] - ETA: 3s - loss: 0.6931 - accuracy: 0.5000`."""
+"""Progress on a terminal, all through tqdm: a training epoch's Keras-style line, and a download's bytes.
+
+An epoch redraws `8/13 [==================>...........] - ETA: 3s - loss: 0.6931 - accuracy: 0.5000`
+per batch on a terminal and ends with one summary line, which is all a log (not a terminal) gets:
+`13/13 [==============================] - 3s 250ms/step - loss: ... - val_accuracy: ...`.
+"""
 import sys
 import time
+
+from tqdm import tqdm
 
 
 def format_metrics(metrics):
     return "".join(f" - {name}: {value:.4f}" for name, value in metrics.items())
 
 
+class _KerasTqdm(tqdm):
+    """tqdm whose bar_format may use {metrics} (format_metrics of the latest batch)."""
+
+    metrics = ""
+
+    @property
+    def format_dict(self):
+        return {**super().format_dict, "metrics": self.metrics}
+
+
 class ProgressBar:
-    """Redraws one line per batch on a terminal; elsewhere (logs, CI) prints only the final line."""
+    """One epoch of `total` batches: a live bar on a terminal, then the Keras-style summary line."""
 
     def __init__(self, total, stream=None, width=30):
         self.total = total
         self.stream = stream or sys.stdout
         self.width = width
-        self.live = self.stream.isatty()
         self.start = time.perf_counter()
-
-    def _bar(self, done):
-        filled = self.width * done // max(self.total, 1)
-        arrow = ">" if done < self.total else "="
-        return f"{done}/{self.total} [" + "=" * max(filled - 1, 0) + arrow * (filled > 0) + "." * (self.width - filled) + "]"
+        # Redrawn after every batch (mininterval=0), as Keras does: a batch takes far longer than a redraw.
+        self.bar = _KerasTqdm(total=total, file=self.stream, disable=not self.stream.isatty(), leave=False,
+                              mininterval=0, ascii=".>=",
+                              bar_format="{n_fmt}/{total_fmt} [{bar:%d}] - ETA: {remaining_s:.0f}s{metrics}" % width)
 
     def update(self, done, metrics):
-        if not self.live:
-            return
-        elapsed = time.perf_counter() - self.start
-        eta = elapsed / max(done, 1) * (self.total - done)
-        self.stream.write("\r" + self._bar(done) + f" - ETA: {eta:.0f}s" + format_metrics(metrics) + "\033[K")
-        self.stream.flush()
+        self.bar.metrics = format_metrics(metrics)
+        self.bar.update(done - self.bar.n)
 
     def close(self, metrics):
+        self.bar.close()  # leave=False: the live line is wiped, the summary takes its place
         elapsed = time.perf_counter() - self.start
         per_step = 1000 * elapsed / max(self.total, 1)
-        line = self._bar(self.total) + f" - {elapsed:.0f}s {per_step:.0f}ms/step" + format_metrics(metrics)
-        self.stream.write(("\r" if self.live else "") + line + ("\033[K" if self.live else "") + "\n")
+        self.stream.write(f"{self.total}/{self.total} [" + "=" * self.width + f"] - {elapsed:.0f}s "
+                          f"{per_step:.0f}ms/step" + format_metrics(metrics) + "\n")
         self.stream.flush()
+
+
+def download_bar(total, desc):
+    """A bar over `total` bytes (None if unknown) on a terminal's standard error; nothing in a log."""
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=None)

@@ -1,4 +1,5 @@
-"""Word vectors learned without labels from the training reviews: PPMI + truncated SVD.
+"""Starting values for the embedding: naive-Bayes log-count ratios, and word vectors learned
+without labels from the training reviews (PPMI + truncated SVD).
 
 Words that occur in similar contexts get similar vectors (Levy, Goldberg & Dagan, 2015): count
 how often each word has each other word within a few tokens of it, turn the counts into positive
@@ -74,3 +75,45 @@ def ppmi_svd_vectors(ids, vocab_size, dim, rng, window=5):
     vectors = u.astype(np.float64) * np.sqrt(s)
     vectors[~matrix.any(axis=1)] = 0.0        # exactly: their U rows are rounding noise
     return vectors
+
+
+def log_count_ratio(x, y, vocab_size, alpha=1.0):
+    """Naive Bayes log-count ratio of every word id in reviews x (N, T) with labels y (N,): (V,).
+
+    r_w = log((p_w / sum p) / (q_w / sum q)), where p_w (q_w) is alpha plus the number of
+    positive (negative) reviews that contain w (Wang & Manning, 2012): > 0 for words of praise,
+    < 0 for words of blame. Padding and OOV get 0.
+    """
+    rows = np.repeat(np.arange(len(x)), x.shape[1])
+    review, word = np.divmod(np.unique(rows * vocab_size + x.ravel()), vocab_size)  # each pair once
+    positive = y[review] == 1
+    p = alpha + np.bincount(word[positive], minlength=vocab_size)
+    q = alpha + np.bincount(word[~positive], minlength=vocab_size)
+    p[:2] = q[:2] = 0  # padding and OOV are not words: no share of the counts, no polarity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.log((p / p.sum()) / (q / q.sum()))
+    r[:2] = 0.0
+    return r
+
+
+def scaled_word_vectors(config, x_train):
+    """PPMI-SVD vectors (V, embed_dim minus the naive Bayes column) of the training ids x_train,
+    scaled to standard deviation config.ppmi_init over the ids that have one."""
+    vectors = ppmi_svd_vectors(x_train, config.vocab_size, config.embed_dim - bool(config.nb_init),
+                               np.random.default_rng([config.seed, 2]))
+    return vectors * (config.ppmi_init / vectors[vectors.any(axis=1)].std())
+
+
+def init_embedding(embeddings, config, x_train, y_train, word_vectors):
+    """Informed starting values for the embedding (V, E), in place.
+
+    With nb_init, column 0 is the naive Bayes log-count ratio times nb_init: one feature that
+    already says how positive each word is, so the LSTM's first job is to add it up over the
+    review rather than to discover it. With word_vectors, the other columns of the ids that have
+    a vector take it (padding, OOV and unseen ids keep their random start).
+    """
+    if config.nb_init:
+        embeddings[:, 0] = config.nb_init * log_count_ratio(x_train, y_train, config.vocab_size)
+    if word_vectors is not None:
+        known = word_vectors.any(axis=1)
+        embeddings[known, int(bool(config.nb_init)):] = word_vectors[known]

@@ -11,7 +11,8 @@ import pytest
 
 from numpy_lstm import SentimentLSTM, sigmoid
 from numpy_lstm.cli import main
-from numpy_lstm.train import RunDir, encode
+from numpy_lstm.rundir import RunDir
+from numpy_lstm.train import encode
 
 GOOD = "great wonderful superb loved brilliant enjoyable masterpiece touching".split()
 BAD = "awful boring terrible hated dull waste worst mess".split()
@@ -70,6 +71,13 @@ def test_train_writes_a_complete_run_then_predict_and_evaluate(tree, tmp_path):
     assert len(lines) == 2 and all(0.0 <= float(line.split("\t")[0]) <= 1.0 for line in lines)
     code, stdout, _ = run_cli("evaluate", out, "--data", tree)
     assert code == 0 and "test accuracy" in stdout and "(120 reviews)" in stdout
+    texts = ["a wonderful superb film", 'an "awful"\tboring mess, ünïcode']
+    code, stdout, _ = run_cli("predict", out, texts[0], "--json", texts[1])
+    rows = [json.loads(line) for line in stdout.splitlines()]
+    assert code == 0 and [row["text"] for row in rows] == texts
+    lines = run_cli("predict", out, *texts)[1].splitlines()
+    assert [f"{row['probability']:.4f}" for row in rows] == [line.split("\t")[0] for line in lines]
+    assert [row["label"] for row in rows] == [line.split("\t")[1] for line in lines]
 
 
 def test_the_task_is_learned(tree, tmp_path):
@@ -199,6 +207,9 @@ def test_diverging_loss_stops_with_a_clear_message(tree, tmp_path):
     (["--ppmi-init", "0.1", "--embed-dim", "1", "--nb-init", "2"], "ppmi_init needs embedding columns"),
     (["--ensemble", "0"], "ensemble must be a positive integer"),
     (["--word-dropout", "-0.1"], "word_dropout must be in"),
+    (["--oov", "drop"], "oov must be keep or skip"),
+    (["--layers", "0"], "num_layers must be a positive integer"),
+    (["--recipe", "magic"], "unknown recipe 'magic'"),
 ])
 def test_nonsense_hyperparameters(flags, message, tree, tmp_path, capsys):
     assert main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), *TINY, *flags]) == 2

@@ -166,7 +166,8 @@ def test_archive_without_reviews(tmp_path):
 def bytes_of_small_archive(tmp_path):
     # Distinct random-looking texts, so the compressed archive is long enough to cut.
     rng = np.random.default_rng(0)
-    files = {f"train/{c}/{i}_{r}.txt": rng.bytes(600).hex().encode() for c, r in (("pos", 8), ("neg", 2)) for i in range(20)}
+    files = {f"train/{c}/{i}_{r}.txt": rng.bytes(600).hex().encode()
+             for c, r in (("pos", 8), ("neg", 2)) for i in range(20)}
     return make_archive(tmp_path, files).read_bytes()
 
 

@@ -27,7 +27,8 @@ def test_tuned_recipe_reaches_75_percent_on_the_official_test_set(imdb_path, tmp
 
 def test_full_recipe_smoke_run(imdb_path, tmp_path):
     """The full recipe's whole pipeline (word vectors, bidirectional, max pooling, schedule,
-    min-films vocabulary) on 2,000 of the training reviews for one epoch: it must learn, not reach the README's number."""
+    min-films vocabulary) on 2,000 of the training reviews for one epoch: it must learn, not reach the
+    README's number."""
     out = tmp_path / "full"
     metrics = train(imdb_path, out, "--recipe", "full", "--per-class", "1000", "--epochs", "1",
                     "--seed", "0", "--test-limit", "2000")

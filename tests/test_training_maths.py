@@ -1,10 +1,13 @@
-"""Loss and optimizers: BCE from logits, Adam as Keras runs it, SGD, clipping by global norm."""
+"""Loss and optimizers: BCE from logits, Adam as Keras runs it, SGD, clipping by global norm, the schedule."""
 import math
 import warnings
 
 import numpy as np
+import pytest
 
 from numpy_lstm import SGD, Adam, binary_crossentropy, check_gradient, clip_by_global_norm
+from numpy_lstm.config import recipe_config
+from numpy_lstm.optimizers import learning_rate
 
 
 def test_bce_matches_definition_and_gradient():
@@ -80,3 +83,13 @@ def test_clip_by_global_norm():
     np.testing.assert_allclose(np.concatenate(clipped), [0.6, 0.8])
     same, _ = clip_by_global_norm(g, 10.0)
     np.testing.assert_array_equal(np.concatenate(same), [3.0, 4.0])
+
+
+def test_linear_schedule_warms_up_then_decays_to_zero():
+    config = recipe_config("tutorial", lr=0.01, epochs=3, lr_schedule="linear")
+    steps = 10
+    rates = [learning_rate(config, e, s, steps) for e in (1, 2, 3) for s in range(1, steps + 1)]
+    assert rates[0] == pytest.approx(0.001) and rates[9] == pytest.approx(0.01)
+    assert all(a > b for a, b in zip(rates[9:], rates[10:]))
+    assert rates[-1] == pytest.approx(0.01 / 21) and rates[-1] > 0
+    assert learning_rate(recipe_config("tutorial", lr=0.01), 2, 5, steps) == 0.01

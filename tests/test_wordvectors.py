@@ -1,10 +1,20 @@
-"""PPMI + SVD word vectors: the counts, the PMI and the SVD against plain re-derivations."""
+"""Embedding starting values: the NB log-count ratio, and PPMI + SVD word vectors (counts, PMI, SVD) against
+plain re-derivations."""
 import collections
 import math
 
 import numpy as np
 
-from numpy_lstm.wordvectors import cooccurrence, ppmi_matrix, ppmi_svd_vectors, truncated_svd
+from numpy_lstm.config import recipe_config
+from numpy_lstm.wordvectors import (
+    cooccurrence,
+    init_embedding,
+    log_count_ratio,
+    ppmi_matrix,
+    ppmi_svd_vectors,
+    scaled_word_vectors,
+    truncated_svd,
+)
 
 
 def test_cooccurrence_counts_by_hand():
@@ -67,3 +77,31 @@ def test_words_used_alike_get_vectors_alike():
     cosine = unit @ unit.T
     same = np.kron(np.eye(2), np.ones((10, 10))).astype(bool)
     assert cosine[same].mean() > 0.8 and cosine[~same].mean() < 0.2
+
+
+def test_log_count_ratio_by_hand():
+    x = np.array([[0, 2, 2, 3], [0, 0, 2, 4], [0, 0, 3, 4]])
+    y = np.array([1, 1, 0])
+    r = log_count_ratio(x, y, vocab_size=5)
+    # positive reviews contain: 2 twice (once each), 3 once, 4 once; negative: 3 once, 4 once.
+    p, q = np.array([3, 2, 2]), np.array([1, 2, 2])  # alpha = 1 added; ids 0 and 1 left out
+    expected = np.log((p / p.sum()) / (q / q.sum()))
+    np.testing.assert_allclose(r[2:], expected)
+    assert r[0] == 0 and r[1] == 0 and r[2] > 0 and math.isclose(r[3], r[4])
+
+
+def test_embedding_init_nb_column_then_word_vectors():
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random((40, 12)) < 0.2, 0, rng.integers(1, 30, (40, 12))).astype(np.int32)
+    y = rng.integers(0, 2, 40)
+    config = recipe_config("tutorial", vocab_size=30, embed_dim=6, nb_init=2.0, ppmi_init=0.3)
+    vectors = scaled_word_vectors(config, x)
+    known = vectors.any(axis=1)
+    assert vectors.shape == (30, 5) and known[2:].any() and not known[:2].any()
+    assert math.isclose(vectors[known].std(), 0.3, rel_tol=1e-9)
+    start = rng.uniform(-0.05, 0.05, (30, 6))
+    emb = start.copy()
+    init_embedding(emb, config, x, y, vectors)
+    np.testing.assert_array_equal(emb[:, 0], 2.0 * log_count_ratio(x, y, 30))
+    np.testing.assert_array_equal(emb[known, 1:], vectors[known])
+    np.testing.assert_array_equal(emb[~known, 1:], start[~known, 1:])   # padding, OOV, unseen ids

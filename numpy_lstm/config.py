@@ -1,0 +1,176 @@
+"""The settings of a training run: TrainConfig, the named recipes, and the checks on them.
+
+Each TrainConfig field carries its own help text, group, choices or range (`setting`), and
+everything else reads them from there: `numpy-lstm train` makes one flag per field
+(`--num-layers` for num_layers), `TrainConfig.validate` checks every field, and SentimentLSTM
+checks its sizes, rates and pooling with `check_settings`.
+"""
+import dataclasses
+import typing
+from typing import Callable, Optional
+
+import numpy as np
+
+from .errors import NumpyLSTMError
+
+
+def _integer(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _real(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """The values a setting may take: `allows(value)`, described by `words` ("must be <words>")."""
+
+    words: str
+    allows: Callable[[object], bool]
+
+
+POSITIVE_INTEGER = Rule("a positive integer", lambda v: _integer(v) and v >= 1)
+VOCAB_SIZE = Rule("at least 3 (ids 0 and 1 are reserved)", lambda v: _integer(v) and v >= 3)
+POSITIVE = Rule("positive", lambda v: _real(v) and v > 0)
+OFF_OR_POSITIVE = Rule("0 (off) or positive", lambda v: _real(v) and v >= 0)
+RATE = Rule("in [0, 1)", lambda v: _real(v) and 0 <= v < 1)
+FRACTION = Rule("between 0 and 1", lambda v: _real(v) and 0 < v < 1)
+
+
+def setting(default, help, group, rule=None, choices=None, metavar=None, aliases=(), recipe_values=True):
+    """A TrainConfig field and what the CLI and the checks need to know about it.
+
+    group: the `train --help` section ("data", "model", "optimisation"). rule or choices: the
+    allowed values (None, for an optional setting, is always allowed). aliases: further flag
+    names. recipe_values: whether the help lists each recipe's value (not for settings such as
+    the data path, which no recipe sets).
+    """
+    metadata = {"help": help, "group": group, "rule": rule, "choices": choices, "metavar": metavar,
+                "aliases": aliases, "recipe_values": recipe_values}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every setting of a run. Recipes (RECIPES) fill these in; flags override them."""
+
+    recipe: str = "tutorial"
+    data: Optional[str] = setting(
+        None, "aclImdb folder or .tar.gz (default: $NUMPY_LSTM_DATA, then the download cache)", "data",
+        metavar="PATH", recipe_values=False)
+    per_class: Optional[int] = setting(
+        500, "first N positive and N negative training reviews", "data", POSITIVE_INTEGER, metavar="N")
+    val_split: float = setting(0.2, "held-out fraction", "data", FRACTION, metavar="F")
+    keep_negations: bool = setting(
+        False, "keep not/no/nor and the n't stems, which the stopword list removes", "data")
+    keep_stopwords: bool = setting(
+        False, "keep every stopword (the tutorial removes NLTK's English stopwords)", "data")
+    vocab_size: int = setting(
+        500, "vocabulary size, counting the padding and out-of-vocabulary ids", "data", VOCAB_SIZE, metavar="N")
+    maxlen: int = setting(
+        500, "pad or truncate reviews to N tokens (Keras's pre-padding)", "data", POSITIVE_INTEGER, metavar="N")
+    oov: str = setting(
+        "keep", "words outside the vocabulary: keep them as one unknown-word id, or skip them", "data",
+        choices=("keep", "skip"))
+    # A film's name or plot words say nothing of sentiment on other films.
+    min_films: int = setting(
+        1, "keep only vocabulary words found in reviews of at least N films", "data", POSITIVE_INTEGER, metavar="N")
+    embed_dim: int = setting(32, "embedding width", "model", POSITIVE_INTEGER, metavar="N")
+    nb_init: float = setting(
+        0.0, "start embedding column 0 at SCALE times each word's naive Bayes log-count ratio in the training "
+             "reviews (0: off)", "model", metavar="SCALE")
+    ppmi_init: float = setting(
+        0.0, "start the embedding columns (all but --nb-init's) at word vectors learned without labels from the "
+             "training reviews (PPMI + SVD of word co-occurrences), scaled to this standard deviation (0: off)",
+        "model", OFF_OR_POSITIVE, metavar="STD")
+    units: int = setting(100, "LSTM units", "model", POSITIVE_INTEGER, metavar="N")
+    mask: bool = setting(False, "mask padding (Keras's mask_zero) and bucket batches by length", "model")
+    dropout: float = setting(0.0, "LSTM input dropout, one mask per sequence", "model", RATE, metavar="RATE")
+    recurrent_dropout: float = setting(
+        0.0, "dropout on the previous state where the LSTM's recurrent matmul reads it, one mask per sequence",
+        "model", RATE, metavar="RATE")
+    word_dropout: float = setting(
+        0.0, "drop whole tokens (their embedding vectors) during training", "model", RATE, metavar="RATE")
+    pooling: str = setting(
+        "last", "what the output layer reads: the last LSTM state, or the mean / max over time", "model",
+        choices=("last", "mean", "max"))
+    num_layers: int = setting(1, "stacked LSTMs", "model", POSITIVE_INTEGER, metavar="N", aliases=("--layers",))
+    bidirectional: bool = setting(False, "read each review forward and backward", "model")
+    implementation: str = setting(
+        "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
+                "the same maths", "model", choices=("fast", "reference"), recipe_values=False)
+    epochs: int = setting(10, "epochs", "optimisation", POSITIVE_INTEGER, metavar="N")
+    batch_size: int = setting(64, "batch size", "optimisation", POSITIVE_INTEGER, metavar="N")
+    lr: float = setting(1e-3, "Adam learning rate", "optimisation", POSITIVE, metavar="LR")
+    lr_schedule: str = setting(
+        "constant", "constant, or linear warm-up over the first epoch and decay to 0 at the last", "optimisation",
+        choices=("constant", "linear"))
+    clipnorm: Optional[float] = setting(
+        None, "clip gradients to this global norm", "optimisation", POSITIVE, metavar="NORM")
+    patience: Optional[int] = setting(
+        None, "stop after N epochs without a better held-out loss and keep the best epoch", "optimisation",
+        POSITIVE_INTEGER, metavar="N")
+    seed: int = setting(0, "seed of the split, the initialisation and the shuffling", "optimisation", metavar="N")
+    ensemble: int = setting(
+        1, "train N models, each from its own initialisation and batch order, and average their logits "
+           "(N times the training time)", "optimisation", POSITIVE_INTEGER, metavar="N")
+    test_limit: Optional[int] = setting(
+        None, "evaluate on a seeded, balanced subset of N official test reviews (default: all)", "data",
+        POSITIVE_INTEGER, metavar="N", recipe_values=False)
+
+    def validate(self):
+        """Check every setting against its rule or choices, then the ones that depend on each other."""
+        for field in dataclasses.fields(self):
+            check_setting(field.name, getattr(self, field.name))
+        if self.ppmi_init and not 1 <= self.embed_dim - bool(self.nb_init) <= self.vocab_size:
+            raise NumpyLSTMError("ppmi_init needs embedding columns besides the naive Bayes one, "
+                                 "and no more of them than vocabulary ids")
+        return self
+
+
+SETTINGS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+
+
+def _either(choices):
+    return ", ".join(choices[:-1]) + " or " + choices[-1]
+
+
+def check_setting(name, value):
+    """Raise a one-line NumpyLSTMError unless `value` is allowed for the TrainConfig field `name`."""
+    field = SETTINGS[name]
+    meta = field.metadata
+    if value is None and type(None) in typing.get_args(field.type):
+        return
+    if meta.get("rule") and not meta["rule"].allows(value):
+        raise NumpyLSTMError(f"{name} must be {meta['rule'].words}, got {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise NumpyLSTMError(f"{name} must be {_either(meta['choices'])}, got {value!r}")
+
+
+def check_settings(**values):
+    """check_setting for each name=value (the model checks its sizes and rates with this)."""
+    for name, value in values.items():
+        check_setting(name, value)
+
+
+# The tutorial as written, our best recipe on the same 1,000 reviews, and the recipe for all 25,000
+# training reviews (README: Results).
+RECIPES = {
+    "tutorial": {},
+    "tuned": {"val_split": 0.1, "keep_negations": True, "vocab_size": 2000, "min_films": 5, "oov": "skip",
+              "mask": True, "nb_init": 4.0, "embed_dim": 64, "units": 64, "dropout": 0.3, "epochs": 30, "lr": 1e-3,
+              "patience": 4},
+    "full": {"per_class": None, "val_split": 0.1, "keep_negations": True, "vocab_size": 20000, "min_films": 5,
+             "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64, "units": 64,
+             "bidirectional": True, "pooling": "max", "dropout": 0.5, "epochs": 3, "lr": 2e-3,
+             "lr_schedule": "linear", "patience": 2},
+}
+
+
+def recipe_config(recipe, **overrides):
+    """TrainConfig of a named recipe, with the non-None overrides applied."""
+    if recipe not in RECIPES:
+        raise NumpyLSTMError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    settings = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(recipe=recipe, **settings).validate()
