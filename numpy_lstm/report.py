@@ -53,8 +53,8 @@ def write_report(inspection, out_dir, run_dir):
     parts.append("<h2>1. The review as the model read it</h2>")
     parts.append("<p>Each word read is coloured by its integrated-gradients attribution (section 4): green "
                  "pushed the verdict towards positive, red towards negative, the stronger the colour the "
-                 "larger the push. Grey words never reached the model (hover over a word for why); "
-                 "dotted ones were read as the unknown-word id.</p>")
+                 "larger the push (the strongest word has the strongest colour). Grey words never reached "
+                 "the model (hover over a word for why); dotted ones were read as the unknown-word id.</p>")
     parts.append(_review_html(ins))
     if padding:
         parts.append(f"<p>Without masking the model also read {padding} padding steps before the first word "
@@ -77,7 +77,8 @@ def write_report(inspection, out_dir, run_dir):
                  f"matter most to this verdict{_each_view(cfg)}. Units are ranked by gradient times activation, "
                  f"the sum over the words of |d logit / d h<sub>t</sub> &middot; h<sub>t</sub>|, where the "
                  f"gradient is what reaches h<sub>t</sub> from the layer that reads it: for the layer the Dense "
-                 f"layer reads, |dense weight| x activation, the unit's share of the logit. Computed by the plain "
+                 f"layer reads, |dense weight| x activation, the unit's share of the logit (each unit's score is "
+                 f"beside its number). Computed by the plain "
                  f"reference LSTM (numpy_lstm/reference.py) on the model's weights"
                  + (", for member 1 of the ensemble" if ins.members > 1 else "") + ".</p>")
     for view in ins.views:
@@ -116,7 +117,8 @@ def write_errors_report(items, out_dir, run_dir, total):
     parts = [f"<h1>The test reviews {_e(run_dir)} gets most confidently wrong</h1>",
              (f"<p>{len(items)} of the {total} official test reviews, the most confident error first. Words "
               "are coloured by their integrated-gradients attribution (green: towards positive, red: towards "
-              "negative; grey: never read); hover over a word for its numbers.</p>")]
+              "negative; grey: never read; each review's strongest word has the strongest colour); hover "
+              "over a word for its numbers.</p>")]
     if not items:
         parts.append("<p>The model gets every test review right.</p>")
     for rank, (ins, label, index) in enumerate(items, start=1):
