@@ -34,8 +34,9 @@ TOP_UNITS = 8
 # Completeness error above which integrated gradients take twice as many steps (up to MAX_STEPS).
 TOLERANCE = 0.01
 MAX_STEPS = 1024
-# Rows of the path per forward / backward pass: bounds the caches' memory at 500 steps.
-_CHUNK = 64
+# Rows per forward / backward pass: the 65 points of 64 steps in one batch; bounds the caches'
+# memory when the steps double.
+_CHUNK = 65
 
 READ, UNKNOWN, STOPWORD, SKIPPED, CUT = "read", "unknown", "stopword", "skipped", "cut"
 
