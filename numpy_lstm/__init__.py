@@ -4,6 +4,7 @@ from .config import RECIPES, TrainConfig, recipe_config
 from .data import ImdbData, load_imdb, train_test_split
 from .errors import NumpyLSTMError
 from .gradcheck import check_gradient, numerical_gradient, relative_error
+from .inspect import inspect_review, integrated_gradients
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
@@ -16,7 +17,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Adam", "Bidirectional", "Dense", "Dropout", "Embedding", "Ensemble", "ImdbData", "LSTM", "NumpyLSTMError",
     "RECIPES", "SGD", "SentimentLSTM", "TimePooling", "TrainConfig", "Vocabulary",
-    "binary_crossentropy", "check_gradient", "clip_by_global_norm", "get_num_threads", "load_imdb",
+    "binary_crossentropy", "check_gradient", "clip_by_global_norm", "get_num_threads", "inspect_review",
+    "integrated_gradients", "load_imdb",
     "numerical_gradient", "pad_sequences", "preprocess_reviews", "recipe_config", "relative_error",
     "set_num_threads", "sigmoid", "train_test_split",
 ]

@@ -1,4 +1,4 @@
-"""`numpy-lstm`: train, predict and evaluate from the command line.
+"""`numpy-lstm`: train, predict, evaluate and inspect from the command line.
 
 Errors the user can fix (a bad path, a nonsense flag, a broken run directory) print one line
 and exit with status 2; Ctrl-C exits with 130 and says how to resume.
@@ -14,6 +14,7 @@ import typing
 from . import _parallel
 from .config import RECIPES, TrainConfig, recipe_config
 from .errors import NumpyLSTMError
+from .inspect_cli import add_inspect_parser, cmd_inspect
 from .rundir import RunDir
 from .train import encode, evaluate, fit, load_test_set
 
@@ -116,6 +117,7 @@ def build_parser():
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="PATH", help="dataset to evaluate on (default: the run's)")
     p.add_argument("--limit", type=int, metavar="N", help="a seeded, balanced subset of N test reviews")
+    add_inspect_parser(subparsers)
     return parser
 
 
@@ -132,6 +134,8 @@ def main(argv=None):
             cmd_train(args)
         elif args.command == "predict":
             cmd_predict(args)
+        elif args.command == "inspect":
+            cmd_inspect(args)
         else:
             cmd_evaluate(args)
     except NumpyLSTMError as e:

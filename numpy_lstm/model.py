@@ -108,9 +108,14 @@ class SentimentLSTM:
     def forward(self, ids, rng=None):
         """ids (B, T) -> (logits (B,), cache). With an rng (training), dropout is active."""
         ids = self._check_ids(ids)
-        h, emb_cache = self.embedding.forward(ids)
-        h, word_cache = self.word_dropout.forward(h, rng)
-        mask = ids != 0 if self.config["mask_zero"] else None
+        x, emb_cache = self.embedding.forward(ids)
+        logits, cache = self.forward_vectors(x, ids != 0 if self.config["mask_zero"] else None, rng)
+        return logits, (emb_cache, cache)
+
+    def forward_vectors(self, x, mask=None, rng=None):
+        """The model after its embedding: vectors x (B, T, E), mask bool (B, T) or None ->
+        (logits (B,), cache). What attributions differentiate (`numpy_lstm.inspect`)."""
+        h, word_cache = self.word_dropout.forward(x, rng)
         rnn_caches = []
         for dropout, rnn in zip(self.dropouts, self.rnns):
             h, drop_cache = dropout.forward(h, rng)
@@ -120,11 +125,18 @@ class SentimentLSTM:
         if self.pooling is not None:
             h, pool_cache = self.pooling.forward(h, mask)
         logits, dense_cache = self.dense.forward(h)
-        return logits[:, 0], (emb_cache, word_cache, rnn_caches, pool_cache, dense_cache)
+        return logits[:, 0], (word_cache, rnn_caches, pool_cache, dense_cache)
 
     def backward(self, dlogits, cache):
         """dlogits (B,) -> gradients in `get_weights()` order."""
-        emb_cache, word_cache, rnn_caches, pool_cache, dense_cache = cache
+        emb_cache, cache = cache
+        dx, grads = self.backward_vectors(dlogits, cache)
+        return self.embedding.backward(dx, emb_cache) + grads
+
+    def backward_vectors(self, dlogits, cache):
+        """dlogits (B,), a `forward_vectors` cache -> (dx (B, T, E), the gradients of every weight
+        but the embeddings, in `get_weights()` order)."""
+        word_cache, rnn_caches, pool_cache, dense_cache = cache
         dh, dense_grads = self.dense.backward(dlogits[:, None], dense_cache)
         if self.pooling is not None:
             dh = self.pooling.backward(dh, pool_cache)
@@ -133,8 +145,7 @@ class SentimentLSTM:
             dh, _, grads = rnn.backward(dh, rnn_cache)
             dh = dropout.backward(dh, drop_cache)
             rnn_grads = grads + rnn_grads
-        dh = self.word_dropout.backward(dh, word_cache)
-        return self.embedding.backward(dh, emb_cache) + rnn_grads + dense_grads
+        return self.word_dropout.backward(dh, word_cache), rnn_grads + dense_grads
 
     def gradients(self, ids, labels, rng=None):
         """Mean binary cross-entropy on a batch and its gradients: (loss, grads).

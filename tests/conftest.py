@@ -1,18 +1,19 @@
-"""Shared fixtures: the real dataset and PyTorch, and the one rule for tests that need either.
+"""Shared fixtures: the real dataset, PyTorch and a browser, and the one rule for tests that need them.
 
-A test that needs something optional (the IMDB data, torch as a test oracle) skips when it is
-absent, except under NUMPY_LSTM_REQUIRE_<WHAT>=1 (CI sets NUMPY_LSTM_REQUIRE_DATA and
-NUMPY_LSTM_REQUIRE_TORCH), where absence is a failure: CI must never go green by skipping what it
-is meant to run.
+A test that needs something optional (the IMDB data, torch as a test oracle, Chromium to render
+a page) skips when it is absent, except under NUMPY_LSTM_REQUIRE_<WHAT>=1 (CI sets
+NUMPY_LSTM_REQUIRE_DATA, NUMPY_LSTM_REQUIRE_TORCH and NUMPY_LSTM_REQUIRE_BROWSER), where absence
+is a failure: CI must never go green by skipping what it is meant to run.
 """
 import importlib
 import os
+import shutil
 
 import pytest
 
 
 def unavailable(what, message):
-    """Skip the test for lack of `what` ("data", "torch"), or fail it under NUMPY_LSTM_REQUIRE_<WHAT>=1."""
+    """Skip the test for lack of `what` ("data", "torch", "browser"), or fail it under NUMPY_LSTM_REQUIRE_<WHAT>=1."""
     variable = f"NUMPY_LSTM_REQUIRE_{what.upper()}"
     if os.environ.get(variable) == "1":
         pytest.fail(f"{message} but {variable}=1")
@@ -37,3 +38,13 @@ def torch():
         unavailable("torch", f"PyTorch is not installed ({e})")
     module.set_num_threads(1)   # tiny shapes; the LSTM's own worker processes have the cores
     return module
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Path of a Chromium to render pages with (Debian's package: apt-get install chromium)."""
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    unavailable("browser", "no Chromium browser found (apt-get install chromium)")

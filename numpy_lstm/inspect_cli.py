@@ -1,0 +1,71 @@
+"""`numpy-lstm inspect`: the page of one review (or of the test set's worst errors), and its JSON."""
+import json
+import os
+import sys
+
+from .data import load_imdb
+from .errors import MissingSplitError, NumpyLSTMError
+from .inspect import confident_errors, inspect_review
+from .report import write_errors_report, write_report
+from .rundir import RunDir
+
+
+def add_inspect_parser(subparsers):
+    p = subparsers.add_parser(
+        "inspect", help="a page of what a trained model does with a review: gates, cell states, word attributions",
+        description="Write RUN_DIR/inspect/report.html (or --out DIR): the review as the model read it, the "
+                    "running verdict, gates and cell states, word attributions (integrated gradients, "
+                    "occlusion) and the gradient through time. With --errors N, a page of the N official "
+                    "test reviews the model gets most confidently wrong instead.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("text", nargs="?", metavar="TEXT", help="the review (default: standard input)")
+    p.add_argument("--out", metavar="DIR", help="where to write the page and its figures (default: RUN_DIR/inspect)")
+    p.add_argument("--json", action="store_true", help="also print the numbers as one JSON object")
+    p.add_argument("--errors", type=int, metavar="N",
+                   help="write DIR/errors.html: the N official test reviews the model gets most confidently wrong")
+    p.add_argument("--data", metavar="PATH", help="dataset whose test reviews --errors reads (default: the run's)")
+
+
+def cmd_inspect(args):
+    model, vocab, config = RunDir(args.run_dir).load_model()
+    out = args.out or os.path.join(args.run_dir, "inspect")
+    if args.errors is not None:
+        if args.text is not None:
+            raise NumpyLSTMError("give either a review text or --errors N, not both")
+        return _errors(args, model, vocab, config, out)
+    ins = inspect_review(model, vocab, config, _read_text(args.text))
+    path = write_report(ins, out, args.run_dir)
+    if args.json:
+        print(json.dumps(ins.to_json()))
+    else:
+        label = "positive" if ins.probability > 0.5 else "negative"
+        print(f"{ins.probability:.4f}\t{label}\t{path}")
+
+
+def _read_text(text):
+    """The review: the argument, else all of standard input as one review (its lines joined by
+    spaces: the cleaning splits words at spaces only)."""
+    if text is None:
+        if sys.stdin.isatty():
+            raise NumpyLSTMError("give the review text as an argument, or on standard input")
+        text = " ".join(sys.stdin.read().splitlines())
+    if not text.strip():
+        raise NumpyLSTMError("the review text is empty")
+    return text
+
+
+def _errors(args, model, vocab, config, out):
+    if args.errors < 1:
+        raise NumpyLSTMError(f"--errors must be a positive integer, got {args.errors}")
+    try:
+        test = load_imdb(args.data or config.data, split="test")
+    except MissingSplitError:
+        raise NumpyLSTMError("the data has no official test split (aclImdb/test)") from None
+    indices, _ = confident_errors(model, test.texts, test.labels, vocab, config, args.errors)
+    items = [(inspect_review(model, vocab, config, test.texts[i]), int(test.labels[i]), int(i)) for i in indices]
+    path = write_errors_report(items, out, args.run_dir, len(test.texts))
+    if args.json:
+        print(json.dumps({"errors": [{**ins.to_json(), "label": label, "index": index}
+                                     for ins, label, index in items]}))
+    else:
+        print(f"{len(items)} of {len(test.texts)} test reviews\t{path}")
