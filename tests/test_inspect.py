@@ -11,8 +11,17 @@ import pytest
 
 from numpy_lstm import SentimentLSTM, TrainConfig, Vocabulary, check_gradient
 from numpy_lstm.cli import main
-from numpy_lstm.inspect import (CUT, READ, SKIPPED, STOPWORD, UNKNOWN, integrated_gradients,
-                                inspect_review, lstm_internals, read_review)
+from numpy_lstm.inspect import (
+    CUT,
+    READ,
+    SKIPPED,
+    STOPWORD,
+    UNKNOWN,
+    inspect_review,
+    integrated_gradients,
+    lstm_internals,
+    read_review,
+)
 from numpy_lstm.model import Ensemble
 from numpy_lstm.reference import lstm_forward, lstm_step_forward
 from numpy_lstm.train import RunDir, encode
