@@ -1,6 +1,6 @@
 """numpy-lstm: the Keras IMDB LSTM sentiment tutorial, reimplemented by hand on NumPy."""
-from ._parallel import get_num_threads, set_num_threads
 from .data import ImdbData, load_imdb, train_test_split
+from .engine import get_num_threads, set_num_threads
 from .errors import NumpyLSTMError
 from .gradcheck import check_gradient, numerical_gradient, relative_error
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling

@@ -9,7 +9,7 @@ import datetime
 import os
 import sys
 
-from . import _parallel
+from .engine import start_workers
 from .errors import NumpyLSTMError
 from .train import RECIPES, RunDir, TrainConfig, encode, evaluate, fit, load_test_set, recipe_config
 
@@ -68,6 +68,7 @@ def add_train_parser(subparsers):
     add_setting(model, "--layers", dest="num_layers", type=int, metavar="N", help="stacked LSTMs")
     add_setting(model, "--bidirectional", action=argparse.BooleanOptionalAction,
                 help="read each review forward and backward")
+    add_setting(model, "--implementation", choices=("fast", "reference"), help="LSTM code: the engine, or reference.py")
     opt = p.add_argument_group("optimisation")
     add_setting(opt, "--epochs", type=int, metavar="N", help="epochs")
     add_setting(opt, "--batch-size", type=int, metavar="N", help="batch size")
@@ -149,7 +150,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        _parallel.start_workers()      # before any data is loaded: see start_workers
+        start_workers()                # before any data is loaded: see start_workers
         if args.command == "train":
             cmd_train(args)
         elif args.command == "predict":

@@ -60,6 +60,7 @@ class TrainConfig:
     pooling: str = "last"               # Dense reads the last state, or the mean / max over time
     num_layers: int = 1                 # stacked LSTMs
     bidirectional: bool = False         # each LSTM reads forward and backward
+    implementation: str = "fast"        # the LSTM's "fast" engine or the plain "reference"
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
@@ -103,6 +104,8 @@ class TrainConfig:
                 raise NumpyLSTMError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.pooling not in ("last", "mean", "max"):
             raise NumpyLSTMError(f"pooling must be last, mean or max, got {self.pooling!r}")
+        if self.implementation not in ("fast", "reference"):
+            raise NumpyLSTMError(f"implementation must be fast or reference, got {self.implementation!r}")
         return self
 
 
@@ -278,7 +281,8 @@ def build_model(config, rng):
     return SentimentLSTM(vocab_size=config.vocab_size, embed_dim=config.embed_dim, units=config.units,
                          mask_zero=config.mask, dropout=config.dropout, pooling=config.pooling,
                          num_layers=config.num_layers, bidirectional=config.bidirectional, seed=rng,
-                         recurrent_dropout=config.recurrent_dropout, word_dropout=config.word_dropout)
+                         recurrent_dropout=config.recurrent_dropout, word_dropout=config.word_dropout,
+                         implementation=config.implementation)
 
 
 def save_checkpoint(path, model, optimizer, rng, state, best_weights):
