@@ -9,7 +9,7 @@ One process, one run, in this order:
 2. forward, and forward + backward, of our LSTM layer and of the whole tutorial model
    (Embedding -> LSTM -> Dense), at the tutorial's shapes (batch 64, 500 steps, 32 -> 100) and
    at a larger one (batch 128, 200 steps, 128 -> 256), float32, at each core count (ours: the
-   calling process and worker processes, numpy_lstm/_parallel.py); when torch
+   calling process and worker processes, numpy_lstm/engine/workers.py); when torch
    is importable, torch.nn.LSTM on the same shapes and weights (checked equal to 1e-4) too, with
    subnormals flushed to zero as in our loops (see `import_torch`);
 3. the padding tax: a tutorial-sized epoch (800 reviews, batch 64) with lengths drawn like the
@@ -38,7 +38,8 @@ import time
 
 import numpy as np
 
-from numpy_lstm import LSTM, Adam, SentimentLSTM, _parallel
+from numpy_lstm import LSTM, Adam, SentimentLSTM
+from numpy_lstm.engine import workers
 
 SHAPES = {  # name: (batch B, steps T, input E, units H, vocabulary V)
     "tutorial": (64, 500, 32, 100, 500),
@@ -84,7 +85,7 @@ def peak_gflops(threads_list, repeats, n=2048):
     cases = {}
     for k in threads_list:
         def blas(k=k):
-            with _parallel.blas_threads(k):
+            with workers.blas_threads(k):
                 np.matmul(a, b, out=out)
         cases[f"openblas {k}"] = (lambda: None, blas)
     medians = interleaved_medians(cases, repeats, statistic=min)   # a peak: the best run
@@ -126,7 +127,7 @@ def bench_shape(name, threads_list, repeats, torch):
 
     cases, torch_cases = {}, {}
     for k in threads_list:
-        use = functools.partial(_parallel.set_num_threads, k)
+        use = functools.partial(workers.set_num_threads, k)
         cases[("ours", "LSTM forward", k)] = (use, lambda: lstm.forward(x))
         cases[("ours", "LSTM forward+backward", k)] = (use, lstm_train_step)
         cases[("ours", "model forward", k)] = (use, lambda: model.forward(ids))
@@ -153,7 +154,7 @@ def bench_shape(name, threads_list, repeats, torch):
             torch_cases[("torch", "LSTM forward+backward", k)] = (use, torch_train_step)
 
         # Same thing computed? Outputs to 1e-4; gradients reported alongside.
-        _parallel.set_num_threads(threads_list[-1])
+        workers.set_num_threads(threads_list[-1])
         ours_out, cache = lstm.forward(x)
         dx, _, (dkernel, drec, dbias) = lstm.backward(dout, cache)
         torch_train_step()
@@ -224,7 +225,7 @@ def padding_tax(threads, repeats, n_reviews=800, batch_size=64, maxlen=500, voca
             _, grads = model.gradients(ids[b], labels[b])
             opt.step(model.weights, grads)
 
-    _parallel.set_num_threads(threads)
+    workers.set_num_threads(threads)
     steps_run = sum(int(lengths[b].max()) for b in bucketed)
     cases = {"unmasked, full length": (lambda: None, lambda: epoch(False, plain)),
              "masked, bucketed by length": (lambda: None, lambda: epoch(True, bucketed))}
@@ -244,13 +245,14 @@ def padding_tax(threads, repeats, n_reviews=800, batch_size=64, maxlen=500, voca
 MEMORY_SCRIPT = r"""
 import sys
 import numpy as np
-from numpy_lstm import Adam, SentimentLSTM, _parallel
+from numpy_lstm import Adam, SentimentLSTM
+from numpy_lstm.engine import workers
 
 def peak_mb():
     # VmHWM: a process's own high-water mark (ru_maxrss would include the parent's), summed over
     # this process and its LSTM workers. Pages they share since the fork count twice: an upper bound.
     total = 0
-    for pid in ["self"] + [w.process.pid for w in _parallel._workers]:
+    for pid in ["self"] + [w.process.pid for w in workers._workers]:
         with open(f"/proc/{pid}/status") as f:
             total += next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
     return total
@@ -299,7 +301,7 @@ def machine_info(torch):
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "openblas_thread_control": _parallel.blas_thread_control(),
+            "numpy": np.__version__, "openblas_thread_control": workers.blas_thread_control(),
             "torch": None if torch is None else torch.__version__,
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
@@ -307,7 +309,7 @@ def machine_info(torch):
 def import_torch():
     """torch, set to flush subnormals to zero in all its threads; None when not installed.
 
-    Our loops flush subnormals (numpy_lstm/_fpu.py); PyTorch's switch for that is
+    Our loops flush subnormals (numpy_lstm/engine/fpu.py); PyTorch's switch for that is
     set_flush_denormal, which sets the calling thread's FTZ/DAZ bits. Its intra-op threads take
     their floating-point settings from the thread that starts them, so the switch goes before
     PyTorch's first operation: set later, the second thread still computes on subnormals (on an
@@ -349,7 +351,7 @@ def main():
     result["peak_rss_mb"] = None if args.quick else peak_memory_mb(max(threads_list))
     result["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result["seconds"] = time.perf_counter() - started
-    _parallel.set_num_threads(None)
+    workers.set_num_threads(None)
     if args.json_file:
         with open(args.json_file, "w") as f:
             json.dump(result, f, indent=1)

@@ -2,23 +2,30 @@
 
     PYTHONPATH=. python bench/profile_lstm.py [--rev GIT_REVISION] [--repeats N] [--batch B]
 
-Every `np.<function>` that numpy_lstm/layers.py calls is wrapped in a timer (the module's `np` is
-swapped for a proxy), so the table says how long matmul, exp, tanh, multiply... took in one
-forward + backward of the LSTM and one Embedding backward. In-place operators (`z += a`) and
-Python's own work are not calls through `np`: they are the "other" line. With --rev, the
-layers.py of that git revision is profiled instead (for the before / after in bench/README.md).
+Every `np.<function>` that the LSTM's loops (numpy_lstm/engine/loops.py, rows.py) and
+numpy_lstm/layers.py call is wrapped in a timer (each module's `np` is swapped for a proxy), so
+the table says how long matmul, exp, tanh, multiply... took in one forward + backward of the LSTM
+and one Embedding backward. In-place operators (`z += a`) and Python's own work are not calls
+through `np`: they are the "other" line. With --rev, the numpy_lstm package of that git revision
+is profiled instead (for the before / after in bench/README.md): the script runs again on a copy
+of it (before the engine moved out of layers.py, layers.py held all of it).
 Thread count 1, so the timers do not overlap.
 """
 import argparse
 import collections
+import importlib
+import os
 import subprocess
 import sys
+import tempfile
 import time
-import types
 
 import numpy as np
 
-from numpy_lstm import _parallel
+import numpy_lstm
+
+# Where the LSTM's NumPy calls are (modules a revision lacks are skipped).
+TIMED_MODULES = ("numpy_lstm.layers", "numpy_lstm.engine.loops", "numpy_lstm.engine.rows")
 
 
 class TimedNumpy:
@@ -50,38 +57,61 @@ def _timer(fn, name, totals):
     return timed
 
 
-def load_layers(rev):
-    if rev is None:
-        import numpy_lstm.layers as layers
-        return layers
-    source = subprocess.run(["git", "show", f"{rev}:numpy_lstm/layers.py"], check=True,
-                            capture_output=True, text=True).stdout
-    module = types.ModuleType("numpy_lstm._layers_at_" + rev)
-    module.__package__ = "numpy_lstm"
-    exec(compile(source, f"layers.py@{rev}", "exec"), module.__dict__)
-    return module
+def timed_modules():
+    modules = []
+    for name in TIMED_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return modules
+
+
+def blas_threads(n):
+    """The package's hold on OpenBLAS's thread count, wherever this revision keeps it."""
+    try:
+        from numpy_lstm.engine.workers import blas_threads
+    except ImportError:
+        from numpy_lstm._parallel import blas_threads
+    return blas_threads(n)
+
+
+def run_at_revision(rev, argv):
+    """Run this script on the numpy_lstm package of a git revision, extracted to a temporary
+    directory; returns its exit status."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    archive = subprocess.run(["git", "archive", rev, "numpy_lstm"], cwd=root, check=True,
+                             capture_output=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        env = dict(os.environ, PYTHONPATH=tmp)
+        return subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--label", rev],
+                              env=env).returncode
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rev", help="profile numpy_lstm/layers.py as of this git revision")
+    parser.add_argument("--rev", help="profile numpy_lstm as of this git revision")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64,
                         help="rows (default 64; 32 is what each core runs on 2 cores)")
+    parser.add_argument("--label", default="working tree", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    _parallel.set_num_threads(1)
-    layers = load_layers(args.rev)
+    if args.rev:
+        return run_at_revision(args.rev, ["--repeats", str(args.repeats), "--batch", str(args.batch)])
+    numpy_lstm.set_num_threads(1)
+    modules = timed_modules()
     B, T, E, H, V = args.batch, 500, 32, 100, 500
     rng = np.random.default_rng(0)
-    lstm = layers.LSTM(E, H, rng)
-    emb = layers.Embedding(V, E, rng)
+    lstm = numpy_lstm.LSTM(E, H, rng)
+    emb = numpy_lstm.Embedding(V, E, rng)
     ids = rng.integers(1, V, (B, T))
     dout = rng.standard_normal((B, H), dtype=np.float32)
 
     def step():
         x, emb_cache = emb.forward(ids)
         start = time.perf_counter()
-        out, cache = lstm.forward(x)
+        _, cache = lstm.forward(x)
         middle = time.perf_counter()
         dx, _, _ = lstm.backward(dout, cache)
         phases["LSTM forward"] = middle - start
@@ -91,20 +121,21 @@ def main():
     phases = {}
 
     runs = []
-    with _parallel.blas_threads(1):
+    with blas_threads(1):
         step()                                   # warm-up, untimed
         for _ in range(args.repeats):
             totals = collections.Counter()
-            layers.np = TimedNumpy(totals)
+            for module in modules:
+                module.np = TimedNumpy(totals)
             start = time.perf_counter()
             step()
             wall = time.perf_counter() - start
-            layers.np = np
+            for module in modules:
+                module.np = np
             totals["other (in-place operators, Python)"] = wall - sum(totals.values())
             runs.append((wall, totals, dict(phases)))
     wall, totals, phase = sorted(runs, key=lambda r: r[0])[len(runs) // 2]   # the median run
-    label = args.rev or "working tree"
-    print(f"layers.py of {label}: Embedding + LSTM forward + backward, batch {B}, {T} steps, "
+    print(f"numpy_lstm of {args.label}: Embedding + LSTM forward + backward, batch {B}, {T} steps, "
           f"{E} -> {H}, float32, 1 thread; median of {args.repeats}: {1000 * wall:.0f} ms "
           f"(LSTM forward {1000 * phase['LSTM forward']:.0f}, backward "
           f"{1000 * phase['LSTM backward']:.0f})")

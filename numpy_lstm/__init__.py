@@ -1,7 +1,7 @@
 """numpy-lstm: the Keras IMDB LSTM sentiment tutorial, reimplemented by hand on NumPy."""
-from ._parallel import get_num_threads, set_num_threads
 from .config import RECIPES, TrainConfig, recipe_config
 from .data import ImdbData, load_imdb, train_test_split
+from .engine import get_num_threads, set_num_threads
 from .errors import NumpyLSTMError
 from .gradcheck import check_gradient, numerical_gradient, relative_error
 from .inspect import inspect_review, integrated_gradients

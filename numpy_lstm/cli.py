@@ -11,8 +11,8 @@ import os
 import sys
 import typing
 
-from . import _parallel
 from .config import RECIPES, TrainConfig, recipe_config
+from .engine import start_workers
 from .errors import NumpyLSTMError
 from .inspect_cli import add_inspect_parser, cmd_inspect
 from .rundir import RunDir
@@ -129,7 +129,7 @@ def main(argv=None):
     elif extra:
         parser.error("unrecognized arguments: " + " ".join(extra))
     try:
-        _parallel.start_workers()      # before any data is loaded: see start_workers
+        start_workers()                # before any data is loaded: see start_workers
         if args.command == "train":
             cmd_train(args)
         elif args.command == "predict":

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .errors import NumpyLSTMError
+from .layers import IMPLEMENTATIONS
 
 
 def _integer(value):
@@ -99,7 +100,7 @@ class TrainConfig:
     bidirectional: bool = setting(False, "read each review forward and backward", "model")
     implementation: str = setting(
         "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
-                "the same maths", "model", choices=("fast", "reference"), recipe_values=False)
+                "the same maths", "model", choices=IMPLEMENTATIONS, recipe_values=False)
     epochs: int = setting(10, "epochs", "optimisation", POSITIVE_INTEGER, metavar="N")
     batch_size: int = setting(64, "batch size", "optimisation", POSITIVE_INTEGER, metavar="N")
     lr: float = setting(1e-3, "Adam learning rate", "optimisation", POSITIVE, metavar="LR")

@@ -11,6 +11,7 @@ from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
 from .losses import binary_crossentropy
 from .reference import sigmoid
 
+
 class SentimentLSTM:
     """Binary classifier of id sequences: ids (B, T) -> P(positive) (B,).
 
@@ -33,14 +34,17 @@ class SentimentLSTM:
     word_dropout: rate at which whole tokens are dropped (their embedding vectors zeroed, as
     Keras's Dropout(noise_shape=(B, T, 1)) after the Embedding); in training only.
     dtype: float32 (default, as Keras's floatx) or float64 (for gradient checks).
+    implementation: the LSTMs' "fast" engine (default) or the plain "reference" equations
+    (`numpy_lstm.reference`): the same numbers, the reference several times slower.
     seed: an int or an np.random.Generator; all randomness comes from it.
     """
 
     def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
                  pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None,
-                 recurrent_dropout=0.0, word_dropout=0.0):
+                 recurrent_dropout=0.0, word_dropout=0.0, implementation="fast"):
         check_settings(vocab_size=vocab_size, embed_dim=embed_dim, units=units, num_layers=num_layers, dropout=dropout,
-                       recurrent_dropout=recurrent_dropout, word_dropout=word_dropout, pooling=pooling)
+                       recurrent_dropout=recurrent_dropout, word_dropout=word_dropout, pooling=pooling,
+                       implementation=implementation)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
@@ -50,13 +54,14 @@ class SentimentLSTM:
             "mask_zero": bool(mask_zero), "dropout": float(dropout), "pooling": pooling,
             "num_layers": int(num_layers), "bidirectional": bool(bidirectional), "dtype": dtype.name,
             "recurrent_dropout": float(recurrent_dropout), "word_dropout": float(word_dropout),
+            "implementation": implementation,
         }
         self.embedding = Embedding(vocab_size, embed_dim, rng, dtype)
         recurrent = Bidirectional if bidirectional else LSTM
         width = 2 * units if bidirectional else units
         self.rnns = [recurrent(embed_dim if k == 0 else width, units, rng,
                                return_sequences=k < num_layers - 1 or pooling != "last", dtype=dtype,
-                               recurrent_dropout=recurrent_dropout)
+                               recurrent_dropout=recurrent_dropout, implementation=implementation)
                      for k in range(num_layers)]
         self.word_dropout = Dropout(word_dropout, shared_axis=2)
         self.dropouts = [Dropout(dropout, shared_axis=1) for _ in range(num_layers)]

@@ -109,7 +109,8 @@ def build_model(config, rng):
     return SentimentLSTM(vocab_size=config.vocab_size, embed_dim=config.embed_dim, units=config.units,
                          mask_zero=config.mask, dropout=config.dropout, pooling=config.pooling,
                          num_layers=config.num_layers, bidirectional=config.bidirectional, seed=rng,
-                         recurrent_dropout=config.recurrent_dropout, word_dropout=config.word_dropout)
+                         recurrent_dropout=config.recurrent_dropout, word_dropout=config.word_dropout,
+                         implementation=config.implementation)
 
 
 def train_epoch(model, optimizer, x, y, batches, config, epoch, rng, bar=None):

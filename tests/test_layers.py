@@ -1,10 +1,11 @@
-"""Layers: gradient checks of every tensor, a plain reference LSTM, Keras's golden numbers, masking."""
+"""Layers: gradient checks of every tensor, the LSTM against reference.py, Keras's golden numbers, masking."""
 import warnings
 
 import numpy as np
 import pytest
 
 from numpy_lstm import LSTM, Dense, Embedding, check_gradient, relative_error, sigmoid
+from numpy_lstm.reference import lstm_forward
 
 TOL = 1e-6
 
@@ -14,30 +15,6 @@ def random_lstm(rng, E=4, H=3, return_sequences=False):
     layer = LSTM(E, H, rng, return_sequences=return_sequences, dtype=np.float64)
     layer.bias[:] = rng.normal(size=layer.bias.shape)
     return layer
-
-
-def reference_lstm(x, kernel, recurrent_kernel, bias, h0, c0, mask=None, keep=None):
-    """Textbook LSTM, one sample and one step at a time, every gate written out: (B, T, H).
-
-    keep (B, H): a recurrent dropout mask, multiplying h_{t-1} where the recurrent kernel reads it.
-    """
-    B, T, _ = x.shape
-    H = recurrent_kernel.shape[0]
-    out = np.zeros((B, T, H))
-    for b in range(B):
-        h, c = h0[b].copy(), c0[b].copy()
-        for t in range(T):
-            if mask is None or mask[b, t]:
-                h_in = h if keep is None else h * keep[b]
-                z = x[b, t] @ kernel + h_in @ recurrent_kernel + bias
-                i = 1 / (1 + np.exp(-z[:H]))
-                f = 1 / (1 + np.exp(-z[H:2 * H]))
-                g = np.tanh(z[2 * H:3 * H])
-                o = 1 / (1 + np.exp(-z[3 * H:]))
-                c = f * c + i * g
-                h = o * np.tanh(c)
-            out[b, t] = h
-    return out
 
 
 def test_sigmoid_is_stable_and_correct():
@@ -138,7 +115,7 @@ def test_lstm_matches_plain_reference(masked):
     h0, c0 = rng.normal(size=(B, H)), rng.normal(size=(B, H))
     mask = rng.random((B, T)) > 0.3 if masked else None
     out, _ = layer.forward(x, mask, (h0, c0))
-    expected = reference_lstm(x, layer.kernel, layer.recurrent_kernel, layer.bias, h0, c0, mask)
+    expected, _ = lstm_forward(x, *layer.weights, h0, c0, mask)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     layer.return_sequences = False
     last, _ = layer.forward(x, mask, (h0, c0))
@@ -157,9 +134,9 @@ def test_lstm_recurrent_dropout_matches_plain_reference(masked):
     out, _ = layer.forward(x, mask, (h0, c0), rng=np.random.default_rng(15))
     keep = (np.random.default_rng(15).random((B, H)) >= 0.5) / 0.5      # the layer's draw
     assert 0 < (keep == 0).sum() < keep.size
-    expected = reference_lstm(x, layer.kernel, layer.recurrent_kernel, layer.bias, h0, c0, mask, keep)
+    expected, _ = lstm_forward(x, *layer.weights, h0, c0, mask, keep)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
-    plain = reference_lstm(x, layer.kernel, layer.recurrent_kernel, layer.bias, h0, c0, mask)
+    plain, _ = lstm_forward(x, *layer.weights, h0, c0, mask)
     assert not np.allclose(out, plain)                     # the mask did act
     np.testing.assert_allclose(layer.forward(x, mask, (h0, c0))[0], plain, rtol=1e-12, atol=1e-12)
 
@@ -257,9 +234,8 @@ def test_bidirectional_is_two_lstms_and_its_gradients(return_sequences):
     mask = np.ones((B, T), bool)
     mask[0, :2] = False
     out, cache = layer.forward(x, mask)
-    zeros = np.zeros((B, H))
-    fwd = reference_lstm(x, *layer.forward_layer.weights, zeros, zeros, mask)
-    bwd = reference_lstm(x[:, ::-1], *layer.backward_layer.weights, zeros, zeros, mask[:, ::-1])[:, ::-1]
+    fwd, _ = lstm_forward(x, *layer.forward_layer.weights, mask=mask)
+    bwd = lstm_forward(x[:, ::-1], *layer.backward_layer.weights, mask=mask[:, ::-1])[0][:, ::-1]
     expected = np.concatenate([fwd, bwd], axis=-1) if return_sequences else \
         np.concatenate([fwd[:, -1], bwd[:, 0]], axis=-1)
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)

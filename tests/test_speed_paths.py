@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from numpy_lstm import LSTM, Embedding, NumpyLSTMError, check_gradient
-from numpy_lstm import _fpu, _parallel
+from numpy_lstm.engine import fpu, loops, workers
 
 
 @pytest.fixture
 def tiny_parts(monkeypatch):
     """Let the batch be cut into parts of a single row, so small tests exercise the split."""
-    monkeypatch.setattr(_parallel, "MIN_ROWS_PER_PART", 1)
+    monkeypatch.setattr(workers, "MIN_ROWS_PER_PART", 1)
     yield
-    _parallel.set_num_threads(None)
+    workers.set_num_threads(None)
 
 
 def run(layer, x, mask, state, dout_seed=1, dropout_seed=None):
@@ -52,10 +52,10 @@ def make_case(B, T=7, E=4, H=5, return_sequences=False, masked=False, seed=0):
 def test_split_matches_one_process(tiny_parts, B, return_sequences, masked, recurrent_dropout):
     layer, x, mask, state = make_case(B, return_sequences=return_sequences, masked=masked)
     layer.recurrent_dropout.rate = recurrent_dropout
-    _parallel.set_num_threads(1)
+    workers.set_num_threads(1)
     expected = run(layer, x, mask, state, dropout_seed=4)
     for threads in (2, 3, 4):                     # 13 rows: parts of 6/7, 4/4/5, 3/3/3/4
-        _parallel.set_num_threads(threads)
+        workers.set_num_threads(threads)
         got = run(layer, x, mask, state, dropout_seed=4)
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
@@ -64,18 +64,18 @@ def test_split_matches_one_process(tiny_parts, B, return_sequences, masked, recu
 def test_default_split_is_deterministic_and_equal():
     """At the real minimum part size: repeatable for a core count, equal across counts."""
     layer, x, mask, state = make_case(37, T=9, E=6, H=8, masked="pre", seed=2)
-    _parallel.set_num_threads(1)
+    workers.set_num_threads(1)
     expected = run(layer, x, mask, state)
     try:
         for threads in (2, 3, 4):
-            _parallel.set_num_threads(threads)
+            workers.set_num_threads(threads)
             first = run(layer, x, mask, state)
             again = run(layer, x, mask, state)
             for a, b, c in zip(first, again, expected):
                 np.testing.assert_array_equal(a, b)
                 np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-13)
     finally:
-        _parallel.set_num_threads(None)
+        workers.set_num_threads(None)
 
 
 @pytest.mark.parametrize("threads, B, T, return_sequences, masked, seed", [
@@ -84,7 +84,7 @@ def test_default_split_is_deterministic_and_equal():
     (2, 6, 5, False, "holes", 11),
 ])
 def test_split_gradients_check_numerically(tiny_parts, threads, B, T, return_sequences, masked, seed):
-    _parallel.set_num_threads(threads)
+    workers.set_num_threads(threads)
     layer, x, mask, (h0, c0) = make_case(B, T, 3, 4, return_sequences=return_sequences, masked=masked, seed=seed)
     out, cache = layer.forward(x, mask, (h0, c0))
     dout = np.random.default_rng(seed + 1).normal(size=out.shape)
@@ -97,7 +97,7 @@ def test_split_gradients_check_numerically(tiny_parts, threads, B, T, return_seq
 
 def test_prepadded_rows_in_any_order_equal_one_at_a_time(tiny_parts):
     """Rows are reordered by start inside the layer; each must equal its own unpadded run."""
-    _parallel.set_num_threads(3)
+    workers.set_num_threads(3)
     layer, x, mask, _ = make_case(9, T=8, masked="pre", seed=13)
     layer.return_sequences = True
     out, cache = layer.forward(x, mask)
@@ -120,7 +120,7 @@ def test_part_of_all_padding_keeps_state_and_passes_gradient(tiny_parts):
     layer, x, _, state = make_case(4, T=5)
     mask = np.ones((4, 5), bool)
     mask[2:] = False                                # the second part of two is all padding
-    _parallel.set_num_threads(2)
+    workers.set_num_threads(2)
     out, cache = layer.forward(x, mask, state)
     np.testing.assert_array_equal(out[2:], state[0][2:])
     dout = np.random.default_rng(5).normal(size=out.shape)
@@ -151,14 +151,14 @@ def test_cache_is_spent_by_backward_and_buffers_are_reused(tiny_parts):
 
 
 def test_forward_without_backward_hands_its_buffers_back(tiny_parts):
-    _parallel.set_num_threads(1)                     # one part, in this process, to look at
+    workers.set_num_threads(1)                     # one part, in this process, to look at
     layer, x, mask, state = make_case(6, masked="pre", seed=8)
     expected = run(layer, x, mask, state)
     _, (_, [dropped]) = layer.forward(x, mask, state)
-    gates = dropped[2]
+    gates = dropped.gates
     del dropped                                      # evaluation: no backward
     out, cache = layer.forward(x, mask, state)
-    assert np.shares_memory(cache[1][0][2], gates)   # the next forward got the buffers back
+    assert np.shares_memory(cache[1][0].gates, gates)   # the next forward got the buffers back
     for seed in range(3):                            # more unused forwards leave a live cache be
         layer.forward(np.random.default_rng(seed).normal(size=x.shape), mask, state)
     dout = np.random.default_rng(1).normal(size=out.shape)
@@ -180,34 +180,34 @@ def test_embedding_backward_equals_scatter_add(time_major):
 
 def test_thread_settings(monkeypatch):
     monkeypatch.setenv("NUMPY_LSTM_THREADS", "3")
-    _parallel.set_num_threads(None)
-    assert _parallel.get_num_threads() == 3
-    _parallel.set_num_threads(1)
-    assert _parallel.get_num_threads() == 1
-    _parallel.set_num_threads(None)
+    workers.set_num_threads(None)
+    assert workers.get_num_threads() == 3
+    workers.set_num_threads(1)
+    assert workers.get_num_threads() == 1
+    workers.set_num_threads(None)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError):
-            _parallel.set_num_threads(bad)
+            workers.set_num_threads(bad)
     monkeypatch.setenv("NUMPY_LSTM_THREADS", "many")
     with pytest.raises(NumpyLSTMError, match="NUMPY_LSTM_THREADS"):
-        _parallel.get_num_threads()
+        workers.get_num_threads()
 
 
 def test_split_rows_covers_the_batch():
     for rows in (1, 7, 16, 17, 64, 129):
         for threads in (1, 2, 3, 8):
-            slices = _parallel.split_rows(rows, threads)
+            slices = workers.split_rows(rows, threads)
             assert slices[0][0] == 0 and slices[-1][1] == rows
             assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
-            assert len(slices) == 1 or min(b - a for a, b in slices) >= _parallel.MIN_ROWS_PER_PART
+            assert len(slices) == 1 or min(b - a for a, b in slices) >= workers.MIN_ROWS_PER_PART
 
 
 def test_blas_threads_restores():
-    before = _parallel.get_blas_threads()
-    with _parallel.blas_threads(1):
-        if _parallel.blas_thread_control():
-            assert _parallel.get_blas_threads() == 1
-    assert _parallel.get_blas_threads() == before
+    before = workers.get_blas_threads()
+    with workers.blas_threads(1):
+        if workers.blas_thread_control():
+            assert workers.get_blas_threads() == 1
+    assert workers.get_blas_threads() == before
 
 
 MARK = 1234.5   # an input value that makes the patched worker below misbehave
@@ -216,25 +216,25 @@ MARK = 1234.5   # an input value that makes the patched worker below misbehave
 @pytest.fixture
 def fresh_workers():
     """Workers forked inside the test (they inherit its patches), and stopped after it."""
-    _parallel._reset_workers()
+    workers._reset_workers()
     yield
-    _parallel._reset_workers()
-    _parallel.set_num_threads(None)
+    workers._reset_workers()
+    workers.set_num_threads(None)
 
 
 @pytest.mark.parametrize("failure", ["raise", "die"])
 def test_worker_failure_reaches_the_caller_and_the_next_call_recovers(monkeypatch, tiny_parts, fresh_workers, failure):
-    original = LSTM._forward_rows
+    original = loops.forward_rows
 
-    def misbehaving(self, x, mask, state, keep):
+    def misbehaving(weights, x, *args):
         if (x == MARK).any():
             if failure == "die":
                 os._exit(3)
             raise ArithmeticError("marked input")
-        return original(self, x, mask, state, keep)
+        return original(weights, x, *args)
 
-    monkeypatch.setattr(LSTM, "_forward_rows", misbehaving)
-    _parallel.set_num_threads(2)
+    monkeypatch.setattr(loops, "forward_rows", misbehaving)
+    workers.set_num_threads(2)
     layer, x, mask, state = make_case(4)
     expected = layer.forward(x, mask, state)[0]
     x_bad = x.copy()
@@ -248,11 +248,12 @@ def test_worker_failure_reaches_the_caller_and_the_next_call_recovers(monkeypatc
 def test_workers_exit_when_their_parent_is_killed(tmp_path):
     script = (
         "import os, signal, numpy as np\n"
-        "from numpy_lstm import LSTM, set_num_threads, _parallel\n"
+        "from numpy_lstm import LSTM, set_num_threads\n"
+        "from numpy_lstm.engine import workers\n"
         "set_num_threads(2)\n"
         "layer = LSTM(3, 4, np.random.default_rng(0))\n"
         "layer.forward(np.ones((16, 5, 3), np.float32))\n"
-        "print(*[w.process.pid for w in _parallel._workers], flush=True)\n"
+        "print(*[w.process.pid for w in workers._workers], flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr
@@ -277,43 +278,47 @@ def subnormal(a):
     return (a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)
 
 
-@pytest.mark.skipif(not _fpu.available(), reason="FTZ/DAZ are reached on x86-64 Linux only")
+@pytest.mark.skipif(not fpu.available(), reason="FTZ/DAZ are reached on x86-64 Linux only")
 def test_flush_subnormals_holds_inside_the_block_only():
     small, scale = np.float32(1e-37), np.float32(1e-3)
     assert subnormal(small * scale)                     # 1e-40: representable, subnormal
-    with _fpu.flush_subnormals():
+    with fpu.flush_subnormals():
         assert small * scale == 0                       # FTZ: a subnormal result is 0
         assert np.float32(1e-40) * np.float32(1) == 0   # DAZ: a subnormal input reads as 0
     assert subnormal(small * scale)                     # restored on leaving
-    with pytest.raises(KeyError), _fpu.flush_subnormals():
+    with pytest.raises(KeyError), fpu.flush_subnormals():
         raise KeyError
     assert subnormal(small * scale)                     # and on leaving by an exception
 
 
-@pytest.mark.skipif(not _fpu.available(), reason="FTZ/DAZ are reached on x86-64 Linux only")
+@pytest.mark.skipif(not fpu.available(), reason="FTZ/DAZ are reached on x86-64 Linux only")
 @pytest.mark.parametrize("threads", [1, 2])
 def test_long_backward_flushes_subnormals_and_changes_nothing_else(threads):
     """500 steps take the early steps' gradients down through the subnormal range. The layer's
     passes (in this process and in a worker) flush them to zero; every value above 1e-30 is what
-    the unflushed loop gives on the same rows, to float32 rounding."""
+    the unflushed loop gives on the same rows, to float32 rounding. Both run with OpenBLAS at one
+    thread, as the layer's parts do: on the AMD host its 2-thread matmuls round differently, and
+    dx has elements that cancel to a few percent of their terms."""
     rng = np.random.default_rng(0)
     layer = LSTM(32, 100, rng)
     x = rng.standard_normal((16, 500, 32), dtype=np.float32)
     plain_dx, plain_grads = [], []
     for rows in np.split(np.arange(16), threads):   # the parts the layer will cut, unflushed
-        out, cache = layer._forward_rows(x[rows], None, None, None)
-        dx, _, grads = layer._backward_rows(np.ones_like(out), cache)
+        with workers.blas_threads(1):
+            out, cache = loops.forward_rows(layer.weights, x[rows], None, None, None, False,
+                                            loops.SpareArrays())
+            dx, _, grads = loops.backward_rows(np.ones_like(out), cache)
         plain_dx.append(dx)
         plain_grads.append(grads)
     plain_dx = np.concatenate(plain_dx)
     plain_grads = [sum(g) for g in zip(*plain_grads)]
     assert subnormal(plain_dx).any()                            # the case this test is about
     try:
-        _parallel.set_num_threads(threads)     # 2: two parts of 8 rows, one in a worker
+        workers.set_num_threads(threads)     # 2: two parts of 8 rows, one in a worker
         out, cache = layer.forward(x)
         flushed = layer.backward(np.ones_like(out), cache)
     finally:
-        _parallel.set_num_threads(None)
+        workers.set_num_threads(None)
     assert not subnormal(flushed[0]).any()
     np.testing.assert_allclose(flushed[0], plain_dx, rtol=1e-5, atol=1e-30)
     for got, expected in zip(flushed[2], plain_grads):   # sums over all steps: float32 rounding
@@ -325,7 +330,7 @@ def test_mailbox_hands_back_large_arrays_in_their_own_layout():
     fd = os.memfd_create("test-mailbox")
     try:
         os.ftruncate(fd, 1 << 20)
-        mailbox = _parallel._Mailbox(fd, 1 << 20)
+        mailbox = workers._Mailbox(fd, 1 << 20)
     finally:
         os.close(fd)
     rng = np.random.default_rng(0)
@@ -333,7 +338,7 @@ def test_mailbox_hands_back_large_arrays_in_their_own_layout():
     small = rng.normal(size=(3, 4))
     too_big = rng.normal(size=(400, 400))                              # 1.28 MB: no room left
     packed = mailbox.pack((batch_last, small, too_big, "other"))
-    assert isinstance(packed[0], _parallel._Mailed)
+    assert isinstance(packed[0], workers._Mailed)
     assert packed[1] is small and packed[2] is too_big and packed[3] == "other"
     batch_last_copy = batch_last.copy()
     batch_last[...] = 0.0                                              # the mailbox holds a copy
@@ -346,22 +351,22 @@ def test_mailbox_hands_back_large_arrays_in_their_own_layout():
 def test_large_parts_go_through_the_mailbox_and_match_one_process():
     """Parts large enough for the mailbox; a forward's reply (return_sequences) too large for it,
     which makes it grow; then a larger batch: every pass equals the one-process answer."""
-    _parallel._reset_workers()                      # fresh workers: the mailbox starts empty
+    workers._reset_workers()                        # fresh workers: the mailbox starts empty
     try:
         for B in (16, 16, 24):
             layer, x, mask, state = make_case(B, T=300, E=8, H=24, return_sequences=True,
                                               masked="pre", seed=B)
-            _parallel.set_num_threads(1)
+            workers.set_num_threads(1)
             expected = run(layer, x, mask, state)
-            _parallel.set_num_threads(2)
+            workers.set_num_threads(2)
             out, _ = layer.forward(x, mask, state)      # states (B, T, H): 3x the inputs' size
             np.testing.assert_allclose(out, expected[0], rtol=1e-12, atol=1e-13)
-            assert _parallel._workers[0].mailbox.size >= out.nbytes // 2
+            assert workers._workers[0].mailbox.size >= out.nbytes // 2
             got = run(layer, x, mask, state)
             for a, b in zip(got, expected):
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
     finally:
-        _parallel.set_num_threads(None)
+        workers.set_num_threads(None)
 
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="workers and memfd are Linux-only")
@@ -369,19 +374,19 @@ def test_without_memfd_large_parts_go_through_the_pipe(monkeypatch):
     def refused(name):
         raise OSError("memfd_create refused")
     monkeypatch.setattr(os, "memfd_create", refused)
-    _parallel._reset_workers()                      # fresh workers, with no mailbox yet
+    workers._reset_workers()                        # fresh workers, with no mailbox yet
     try:
         layer, x, mask, state = make_case(16, T=300, E=8, H=24, masked="pre", seed=3)
-        _parallel.set_num_threads(1)
+        workers.set_num_threads(1)
         expected = run(layer, x, mask, state)
-        _parallel.set_num_threads(2)
+        workers.set_num_threads(2)
         got = run(layer, x, mask, state)
-        assert _parallel._workers[0].mailbox.size == 0
+        assert workers._workers[0].mailbox.size == 0
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
     finally:
-        _parallel.set_num_threads(None)
-        _parallel._reset_workers()
+        workers.set_num_threads(None)
+        workers._reset_workers()
 
 
 def _peak_rss_bytes(pid):
@@ -394,12 +399,12 @@ def _peak_rss_bytes(pid):
 def test_worker_reuses_the_buffers_of_a_forward_that_had_no_backward():
     """Evaluation drops a forward's cache unread; the worker must free its buffers before the
     next forward, which then reuses them instead of taking fresh memory."""
-    _parallel.set_num_threads(2)
+    workers.set_num_threads(2)
     try:
         layer, x, _, _ = make_case(16, T=2000, E=4, H=100)
         out, cache = layer.forward(x)
         layer.backward(np.ones_like(out), cache)          # the worker now has spare buffers
-        worker = _parallel._workers[0].process.pid
+        worker = workers._workers[0].process.pid
         before = _peak_rss_bytes(worker)
         for _ in range(2):
             layer.forward(x)                               # no backward
@@ -408,4 +413,4 @@ def test_worker_reuses_the_buffers_of_a_forward_that_had_no_backward():
         gates_bytes = 2000 * 4 * 100 * 8 * 8               # one part's gate values, float64
         assert _peak_rss_bytes(worker) - before < gates_bytes / 2
     finally:
-        _parallel.set_num_threads(None)
+        workers.set_num_threads(None)

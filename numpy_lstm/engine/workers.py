@@ -2,14 +2,15 @@
 
 The recurrence is a chain of small matmuls and element-wise ops. OpenBLAS's threads do not pay on
 matrices that small (they often make them slower, and much slower on a busy machine), while the
-rows of a batch are independent. So the LSTM cuts the batch into parts (`split_rows`), runs the
-first part itself and sends each other part to a worker process, which runs the whole time loop
-on those rows and keeps their cache until the backward pass (`forward_parts`, `backward_parts`).
+rows of a batch are independent. So the engine cuts the batch into parts (`split_rows`), runs the
+first part itself and sends each other part, with the layer's weights, to a worker process, which
+runs the whole time loop on those rows (`loops.forward_rows`) and keeps their cache until the
+backward pass (`forward_parts`, `backward_parts`).
 Processes, not threads: at the tutorial's shapes most NumPy calls take a few microseconds, and
 two threads spend much of that waiting for each other's interpreter lock (measured: 1.1-1.2x
 with two threads, against 1.6x and more with two processes). While a part runs, OpenBLAS is held
 at one thread so that its threads and our processes do not fight over the cores, and subnormal
-numbers are flushed to zero (`numpy_lstm._fpu`: the gradients of a long backward pass decay through
+numbers are flushed to zero (`fpu`: the gradients of a long backward pass decay through
 the subnormal range, where Intel CPUs take a slow path for every operation).
 
 Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
@@ -41,8 +42,10 @@ import weakref
 
 import numpy as np
 
-from ._fpu import flush_subnormals
-from .errors import NumpyLSTMError
+from ..errors import NumpyLSTMError
+from . import loops
+from .fpu import flush_subnormals
+from .rows import axes_in_memory_order
 
 MAX_DEFAULT_THREADS = 4
 MIN_ROWS_PER_PART = 8     # fewer rows than this per part and the split costs more than it gains
@@ -213,11 +216,6 @@ class _Mailbox:
                      if isinstance(a, _Mailed) else a for a in items)
 
 
-def axes_in_memory_order(a):
-    """The axes of a, outermost in memory first: a.transpose() of it walks memory in order."""
-    return np.argsort(a.strides, kind="stable")[::-1]
-
-
 def _is_large(a):
     return isinstance(a, np.ndarray) and a.nbytes >= _Mailbox.MIN_BYTES
 
@@ -239,7 +237,7 @@ class _Worker:
         self.conn = here
         self.mailbox = _Mailbox()
         # What the worker may forget, sent along with the next request: caches whose handle has
-        # gone (by token) and layers that have gone (by key).
+        # gone (by token) and the spare arrays of layers that have gone (by key).
         self.dropped = []
         self.dropped_layers = []
 
@@ -319,10 +317,10 @@ def _reset_workers():
         _workers.pop().close()
 
 
-def new_layer_key(layer):
-    """A key that names this layer to the workers; they drop their copy when the layer goes."""
+def new_layer_key(owner):
+    """A key that names a layer to the workers; they drop its spare arrays when `owner` goes."""
     key = next(_layer_keys)
-    weakref.finalize(layer, _forget_layer, key)
+    weakref.finalize(owner, _forget_layer, key)
     return key
 
 
@@ -345,9 +343,11 @@ class RemoteCache:
 _tokens = itertools.count()
 
 
-def forward_parts(layer, inputs):
-    """layer._forward_rows(*args) for each args in inputs: the first here, the others in workers.
+def forward_parts(weights, return_sequences, inputs, key, spare):
+    """loops.forward_rows on each part: the first here, the others in workers.
 
+    weights: [kernel, recurrent_kernel, bias]; inputs: one (x, mask, initial_state, keep) per
+    part; key: the layer's `new_layer_key`; spare: its SpareArrays, for the part run here.
     Returns [(out, cache)]: the caches of the workers' parts are RemoteCache handles.
     """
     workers = _usable_workers(len(inputs) - 1)
@@ -355,10 +355,10 @@ def forward_parts(layer, inputs):
     try:
         for worker, args in zip(workers, inputs[1:]):
             token = next(_tokens)
-            worker.request("forward", layer.key, token, layer, args)   # a copy, with today's weights
+            worker.request("forward", key, token, (weights, return_sequences), args)  # today's weights
             sent.append((worker, token))
         with blas_threads(1), flush_subnormals():
-            results = [layer._forward_rows(*inputs[0])]
+            results = [loops.forward_rows(weights, *inputs[0], return_sequences, spare)]
         results += [(worker.reply()[0], RemoteCache(worker, token)) for worker, token in sent]
     except BaseException:      # replies may be left in a pipe: start afresh
         _reset_workers()
@@ -366,17 +366,17 @@ def forward_parts(layer, inputs):
     return results
 
 
-def backward_parts(layer, douts, caches):
-    """layer._backward_rows(dout, cache) for each part, each where its forward ran."""
+def backward_parts(douts, caches):
+    """loops.backward_rows(dout, cache) for each part, each where its forward ran."""
     remote = list(zip(douts[1:], caches[1:]))
     if any(cache.worker not in _workers for _, cache in remote):
         raise ValueError("this LSTM cache was lost when its worker restarted: run forward again")
     try:
         for dout, cache in remote:
-            cache.worker.request("backward", layer.key, cache.token, None, (dout,))
+            cache.worker.request("backward", None, cache.token, None, (dout,))
             cache.spend()
         with blas_threads(1), flush_subnormals():
-            results = [layer._backward_rows(douts[0], caches[0])]
+            results = [loops.backward_rows(douts[0], caches[0])]
         results += [cache.worker.reply() for _, cache in remote]
     except BaseException:      # replies may be left in a pipe: start afresh
         _reset_workers()
@@ -393,7 +393,7 @@ def _serve(conn, parents_end):
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group: the parent's to handle
     if _blas_set is not None:
         _blas_set(1)
-    layers, caches = {}, {}
+    spares, caches = {}, {}      # each layer's spare arrays (by key), each part's cache (by token)
     mailbox = _Mailbox()
     while True:
         try:
@@ -403,7 +403,7 @@ def _serve(conn, parents_end):
         for t in dropped:
             caches.pop(t, None)
         for k in dropped_layers:
-            layers.pop(k, None)
+            spares.pop(k, None)
         try:
             if op == "mailbox":                        # a larger one: its memfd follows
                 fd = multiprocessing.reduction.recv_handle(conn)
@@ -415,7 +415,7 @@ def _serve(conn, parents_end):
             else:
                 with np.errstate(**errors), flush_subnormals():
                     reply = ("ok", mailbox.pack(_run_part(op, key, token, payload,
-                                                          mailbox.unpack(arrays), layers, caches)))
+                                                          mailbox.unpack(arrays), spares, caches)))
         except Exception as e:
             reply = ("error", e.with_traceback(None))  # its frames would hold the part's arrays
         try:
@@ -424,7 +424,7 @@ def _serve(conn, parents_end):
             conn.send(("error", RuntimeError(f"in an LSTM worker: {type(e).__name__}: {e}")))
 
 
-def _run_part(op, key, token, layer, arrays, layers, caches):
+def _run_part(op, key, token, payload, arrays, spares, caches):
     """A worker's forward or backward of one part: the tuple of arrays to answer with.
 
     A function of its own so that no local variable of the loop holds a part's cache past its
@@ -433,13 +433,11 @@ def _run_part(op, key, token, layer, arrays, layers, caches):
     paid for fresh pages, and the bench's 2-core forward + backward took 160 ms instead of 95.)
     """
     if op == "forward":
-        if key in layers:                      # reuse the buffers of the copy it replaces
-            layer._spare = layers[key]._spare
-        layers[key] = layer
-        out, cache = layer._forward_rows(*arrays)
-        caches[token] = layer, cache           # backward runs on the same copy
+        weights, return_sequences = payload
+        spare = spares.setdefault(key, loops.SpareArrays())   # the layer's buffers in this worker
+        out, cache = loops.forward_rows(weights, *arrays, return_sequences, spare)
+        caches[token] = cache
         return (out,)
     if token not in caches:
         raise ValueError("this LSTM cache was used by an earlier backward: run forward again")
-    layer, cache = caches.pop(token)
-    return layer._backward_rows(arrays[0], cache)
+    return loops.backward_rows(arrays[0], caches.pop(token))
