@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from numpy_lstm import LSTM, Bidirectional, NumpyLSTMError, SentimentLSTM, recipe_config, set_num_threads
-from numpy_lstm.cli import build_parser
+from numpy_lstm.cli import build_parser, main
 from numpy_lstm.engine import workers
 from numpy_lstm.train import build_model
 
@@ -183,7 +183,7 @@ def test_implementation_is_recorded_and_checked(tmp_path):
         LSTM(3, 2, np.random.default_rng(0), implementation="slow")
 
 
-def test_train_config_and_flag_choose_the_implementation():
+def test_train_config_and_flag_choose_the_implementation(capsys):
     args = build_parser().parse_args(["train", "--recipe", "tutorial", "--implementation", "reference"])
     assert args.implementation == "reference"
     config = recipe_config("tutorial", implementation=args.implementation)
@@ -191,5 +191,6 @@ def test_train_config_and_flag_choose_the_implementation():
     assert recipe_config("tutorial").implementation == "fast"
     with pytest.raises(NumpyLSTMError, match="implementation"):
         recipe_config("tutorial", implementation="slow")
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["train", "--implementation", "slow"])
+    assert main(["train", "--implementation", "slow"]) == 2       # one line, no traceback
+    err = capsys.readouterr().err
+    assert "implementation must be" in err and "Traceback" not in err
