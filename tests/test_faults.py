@@ -387,21 +387,18 @@ def test_the_lock_stays_with_its_process_not_with_forked_workers(tmp_path):
 
 # ----------------------------------------------------------------------------- a failed start, old files
 
-def test_folder_of_a_start_that_failed_is_used_again_by_the_same_command(tmp_path, straight):
+def test_folder_of_a_start_that_failed_is_used_again_by_the_same_command(tmp_path, straight, capsys):
     tree = write_tree(tmp_path / "imdb", per_class=60)
     stray = tree / "aclImdb" / "train" / "pos" / "notes.txt"       # not an ID_RATING.txt name
     stray.write_text("to do")
     out = tmp_path / "run"
-    command = [*train_args(tree), "--out", out]
-    code, _, err = run_cli(*command)
-    assert code == 2 and "unexpected file" in err
+    command = [*train_args(tree), "--out", str(out)]
+    assert main(command) == 2 and "unexpected file" in capsys.readouterr().err
     assert (out / "config.json").exists() and not RunDir(out).trained()
     stray.unlink()
-    code, _, err = run_cli(*command)
-    assert code == 0, err
+    assert main(command) == 0
     assert_same_run(straight, out)
-    code, _, err = run_cli(*command)
-    assert code == 2 and "already holds a run" in err       # a trained run is never started over
+    assert main(command) == 2 and "already holds a run" in capsys.readouterr().err   # never started over
 
 
 def test_truncated_parsed_reviews_cache_is_rebuilt(tmp_path, monkeypatch):
@@ -421,20 +418,21 @@ def test_truncated_parsed_reviews_cache_is_rebuilt(tmp_path, monkeypatch):
     assert [path.read_bytes() for path in cached] == whole      # rebuilt whole
 
 
-def test_old_run_folder_missing_settings(tmp_path, tree):
+def test_old_run_folder_missing_settings(tmp_path, tree, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", *TINY]) == 0
     config = json.loads((out / "config.json").read_text())
     for name in ("implementation", "ensemble", "min_films", "oov", "ppmi_init"):   # added after the first version
         del config[name]
     (out / "config.json").write_text(json.dumps(config))
-    expected = run_cli("predict", out, "a wonderful film")
-    assert expected[0] == 0 and run_cli("evaluate", out)[0] == 0
+    assert main(["predict", str(out), "a wonderful film"]) == 0 and main(["evaluate", str(out)]) == 0
+    capsys.readouterr()
     for broken, words in ((dict(config, brand_new=1), "does not know: brand_new"),
                           ({k: v for k, v in config.items() if k != "keep_negations"}, "lacks keep_negations")):
         (out / "config.json").write_text(json.dumps(broken))
         for command in (["predict", out, "a wonderful film"], ["evaluate", out], ["train", "--resume", out]):
-            code, _, err = run_cli(*command)
-            assert code == 2 and words in err and err.count("\n") == 1, err
+            assert main([str(arg) for arg in command]) == 2
+            err = capsys.readouterr().err
+            assert words in err and err.count("\n") == 1, err
         with pytest.raises(NumpyLSTMError, match=words):
             RunDir(out).load_model()
