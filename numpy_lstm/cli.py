@@ -1,7 +1,8 @@
 """`numpy-lstm`: train, predict, evaluate and inspect from the command line.
 
-Errors the user can fix (a bad path, a nonsense flag, a broken run directory) print one line
-and exit with status 2; Ctrl-C exits with 130 and says how to resume.
+Errors the user can fix (a bad path, a nonsense flag, a broken run directory, a full disk) print
+one line and exit with status 2. Ctrl-C and SIGTERM stop `train` after the batch in hand, exit
+with 130 and 143, and say how to resume.
 """
 import argparse
 import dataclasses
@@ -16,6 +17,7 @@ from .engine import start_workers
 from .errors import NumpyLSTMError
 from .inspect_cli import add_inspect_parser, cmd_inspect
 from .rundir import RunDir
+from .stopping import Stopped
 from .train import encode, evaluate, fit, load_test_set
 
 GROUPS = ("data", "model", "optimisation")
@@ -141,10 +143,13 @@ def main(argv=None):
     except NumpyLSTMError as e:
         print(f"numpy-lstm: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        where = getattr(args, "resume", None) or getattr(args, "out", None) or "RUN_DIR"
-        print(f"\nnumpy-lstm: interrupted; continue with: numpy-lstm train --resume {where}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:     # Stopped, or a Ctrl-C outside `train`
+        what = str(e) if isinstance(e, Stopped) else "interrupted"
+        if args.command == "train":
+            where = args.resume or args.out or "RUN_DIR"
+            what += f"; continue with: numpy-lstm train --resume {where}"
+        print(f"\nnumpy-lstm: {what}", file=sys.stderr)
+        return e.exit_status if isinstance(e, Stopped) else 130
     return 0
 
 

@@ -4,6 +4,9 @@ Each TrainConfig field carries its own help text, group, choices or range (`sett
 everything else reads them from there: `numpy-lstm train` makes one flag per field
 (`--num-layers` for num_layers), `TrainConfig.validate` checks every field, and SentimentLSTM
 checks its sizes, rates and pooling with `check_settings`.
+
+A setting added to TrainConfig defaults to what runs did before it existed, so that an older
+run's config.json, which lacks it, still describes that run (RunDir.load_config fills it in).
 """
 import dataclasses
 import typing
@@ -131,6 +134,11 @@ class TrainConfig:
 
 
 SETTINGS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+
+# The settings in the config.json of the first version: every run directory has them.
+FIRST_SETTINGS = ("recipe", "data", "per_class", "val_split", "keep_negations", "vocab_size", "maxlen", "embed_dim",
+                  "units", "mask", "dropout", "pooling", "epochs", "batch_size", "lr", "clipnorm", "patience", "seed",
+                  "test_limit")
 
 
 def _either(choices):

@@ -29,7 +29,7 @@ import numpy as np
 
 from .config import check_setting
 from .errors import MissingSplitError, NumpyLSTMError
-from .fileio import atomic_path, write_text
+from .fileio import WriteError, atomic_path, refused_as_write_error, write_text
 from .progress import download_bar
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -118,7 +118,8 @@ def download(dest, url=URL, md5=MD5):
     """Download `url` to `dest` with a progress bar, check its MD5, and only then move it in place.
 
     Any failure (no network, a cut-off transfer, a wrong checksum) leaves nothing at `dest` and
-    raises NumpyLSTMError naming the other ways to provide the data.
+    raises NumpyLSTMError naming the other ways to provide the data; a full or read-only disk is
+    a WriteError naming `dest`.
     """
     import http.client  # imported here: only a first run needs them
     import urllib.request
@@ -131,21 +132,23 @@ def download(dest, url=URL, md5=MD5):
 
     digest = hashlib.md5()
     received = 0
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, atomic_path(dest) as tmp, open(tmp, "wb") as out:
-            expected = int(response.headers.get("Content-Length") or 0) or None
-            with download_bar(expected, ARCHIVE_NAME) as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            if expected and received < expected:
-                raise fail(f"the transfer stopped after {received} of {expected} bytes")
-            if digest.hexdigest() != md5:
-                raise fail(f"MD5 {digest.hexdigest()} of the download is not the expected {md5}")
-    except (OSError, http.client.HTTPException) as e:
-        raise fail(str(e) or type(e).__name__) from None
+    with atomic_path(dest) as tmp, open(tmp, "wb") as out:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                expected = int(response.headers.get("Content-Length") or 0) or None
+                with download_bar(expected, ARCHIVE_NAME) as bar:
+                    while chunk := response.read(1 << 20):
+                        with refused_as_write_error(dest):   # a full disk is not a network failure
+                            out.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as e:
+            raise fail(str(e) or type(e).__name__) from None
+        if expected and received < expected:
+            raise fail(f"the transfer stopped after {received} of {expected} bytes")
+        if digest.hexdigest() != md5:
+            raise fail(f"MD5 {digest.hexdigest()} of the download is not the expected {md5}")
     return dest
 
 
@@ -248,7 +251,7 @@ def _read_archive_cached(path, splits):
     try:
         for split in SPLITS["all"]:
             write_text(cached(split), json.dumps([r for r in reviews if r.split == split], ensure_ascii=False))
-    except OSError:  # a read-only cache costs time on the next run, not correctness
+    except WriteError:  # a read-only or full cache costs time on the next run, not correctness
         pass
     return [r for r in reviews if r.split in splits]
 

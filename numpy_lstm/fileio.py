@@ -1,7 +1,36 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash never destroys the old one."""
+"""Atomic file writes: a reader never sees a half-written file, a crash never destroys the old one.
+
+A write the system refuses (a full disk, a read-only or forbidden folder) is a WriteError, one
+line naming the file and the reason; the file it was to replace is left as it was.
+"""
 import contextlib
 import os
 import tempfile
+
+from .errors import NumpyLSTMError
+
+
+class WriteError(NumpyLSTMError):
+    """`path` could not be written: `reason` is the system's word for why (its errno text)."""
+
+    def __init__(self, path, error):
+        self.path, self.reason = os.fspath(path), error.strerror or str(error)
+        super().__init__(f"cannot write {self.path}: {self.reason}")
+
+
+@contextlib.contextmanager
+def refused_as_write_error(path):
+    """Inside the block, an OSError is a WriteError about `path`."""
+    try:
+        yield
+    except OSError as e:
+        raise WriteError(path, e) from None
+
+
+def make_dirs(path):
+    """os.makedirs(path, exist_ok=True), refusals as a WriteError."""
+    with refused_as_write_error(path):
+        os.makedirs(path, exist_ok=True)
 
 
 @contextlib.contextmanager
@@ -10,20 +39,22 @@ def atomic_path(path):
 
     The temporary file lives in the same directory so the final `os.replace` is a rename on
     one filesystem, which POSIX makes atomic. On any exception the temporary file is removed
-    and `path` is left as it was.
+    and `path` is left as it was; an OSError in the block (the caller writing the temporary
+    file) or in these steps is raised as a WriteError about `path`.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+    make_dirs(directory)
+    with refused_as_write_error(path):
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
 
 
 def write_text(path, text):

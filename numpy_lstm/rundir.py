@@ -2,28 +2,51 @@
 
     config.json      every setting of the run (enough to rebuild the model and the data)
     vocab.json       the vocabulary fitted on the training part
-    checkpoint.npz   after every epoch: weights, optimizer state, RNG state, history
+    checkpoint.npz   after every epoch: weights, optimizer state, RNG state, history; written mid-epoch
+                     too when the run is stopped (SIGTERM, Ctrl-C), with its place in the epoch
     model.npz        the final model (the best epoch's weights with early stopping)
     history.csv      loss and accuracy per epoch, training and held-out
     metrics.json     held-out and official-test accuracy, timings, seed, recipe
     curves.png       loss and accuracy curves (when matplotlib is installed)
     model-K/         with --ensemble N > 1: checkpoint, model, history and curves of model K
+    train.lock       locked by the `train` command working in the directory (its pid inside)
 
 Every file is written atomically.
 """
+import contextlib
 import csv
 import dataclasses
+import glob
 import io
 import json
 import os
 
 import numpy as np
 
-from .config import TrainConfig
+from .config import FIRST_SETTINGS, TrainConfig
 from .errors import NumpyLSTMError
-from .fileio import atomic_path, write_text
+from .fileio import atomic_path, refused_as_write_error, write_text
 from .model import Ensemble, SentimentLSTM
 from .text import Vocabulary
+
+try:
+    import fcntl
+except ImportError:        # not POSIX: runs are not locked
+    fcntl = None
+
+_held_locks = set()        # descriptors of the run locks this process holds
+
+
+def _close_held_locks():
+    """In a forked child (an LSTM worker): close the inherited lock descriptors, so that the lock
+    goes with the process that took it (closing, unlike unlocking, leaves the parent's lock held)."""
+    for fd in _held_locks:
+        os.close(fd)
+    _held_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_locks)
 
 
 class RunDir:
@@ -42,6 +65,40 @@ class RunDir:
         if missing:
             raise NumpyLSTMError(f"{self.path} is not a numpy-lstm run directory (no {missing[0]})")
 
+    def trained(self):
+        """True when training has written a checkpoint or a model here (in any model-K/)."""
+        return any(glob.glob(self.file(os.path.join(member, name)))
+                   for member in ("", "model-*") for name in ("checkpoint.npz", "model.npz"))
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the directory's lock for the block: a second `train` on it is refused at once.
+
+        An flock on train.lock: the kernel releases it when the holder's process ends, however it
+        ends, so the lock of a killed run is free for its --resume.
+        """
+        path = self.file("train.lock")
+        if fcntl is None:
+            yield
+            return
+        with refused_as_write_error(path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise NumpyLSTMError(f"{self.path} is in use by another numpy-lstm train (pid {holder}); "
+                                     f"wait for it to end, or choose another --out") from None
+            with refused_as_write_error(path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            _held_locks.add(fd)
+            yield
+        finally:
+            _held_locks.discard(fd)
+            os.close(fd)
+
     def save_config(self, config):
         write_text(self.file("config.json"), json.dumps(dataclasses.asdict(config), indent=2) + "\n")
 
@@ -49,12 +106,27 @@ class RunDir:
         write_text(self.file("metrics.json"), json.dumps(metrics, indent=2) + "\n")
 
     def load_config(self):
+        """The run's TrainConfig. A setting missing from an older run's config.json takes its default,
+        which is what runs did before the setting existed; one of FIRST_SETTINGS missing, or a
+        setting this version does not know, is a one-line error."""
         self.require("config.json")
+        path = self.file("config.json")
         try:
-            with open(self.file("config.json"), encoding="utf-8") as f:
-                return TrainConfig(**json.load(f)).validate()
-        except (ValueError, TypeError) as e:
-            raise NumpyLSTMError(f"{self.file('config.json')} is not a valid run config: {e}") from None
+            with open(path, encoding="utf-8") as f:
+                settings = json.load(f)
+        except (OSError, ValueError) as e:
+            raise NumpyLSTMError(f"{path} is not a readable run config: {e}") from None
+        if not isinstance(settings, dict):
+            raise NumpyLSTMError(f"{path} is not a run config (not a JSON object)")
+        known = {field.name for field in dataclasses.fields(TrainConfig)}
+        missing = [name for name in FIRST_SETTINGS if name not in settings]
+        unknown = sorted(set(settings) - known)
+        if missing or unknown:
+            problem = (f"lacks {', '.join(missing)}" if missing else "") + ("; " if missing and unknown else "") + \
+                (f"has settings this version does not know: {', '.join(unknown)}" if unknown else "")
+            raise NumpyLSTMError(f"{path} {problem} (written by another version of numpy-lstm, or edited?); "
+                                 f"this version cannot tell how the run was made")
+        return TrainConfig(**settings).validate()
 
     @staticmethod
     def member_dir(k, ensemble):

@@ -3,19 +3,28 @@
 `fit` trains into a run directory (numpy_lstm/rundir.py says what it holds) and, with
 resume=True, continues from the last checkpoint to exactly the weights and metrics an
 uninterrupted run ends with.
+
+Faults a run survives: an LSTM worker process that dies (the batch is run again with the same
+dropout masks, so nothing changes), SIGTERM or Ctrl-C (the batch in hand is finished and the
+place in the epoch saved: numpy_lstm/stopping.py), a write the disk refuses (one line; the last
+checkpoint stays as it was), and a second `train` on the same directory (refused: RunDir.locked).
 """
 import os
+import sys
 import time
 
 import numpy as np
 
 from .data import load_imdb, train_test_split
+from .engine import WorkerLost
 from .errors import MissingSplitError, NumpyLSTMError
+from .fileio import WriteError, make_dirs
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .progress import ProgressBar, format_metrics
 from .rundir import RunDir, load_checkpoint, plot_curves, save_checkpoint, write_history
+from .stopping import Stopped, StopSignals
 from .text import Vocabulary, pad_sequences, preprocess_reviews
 from .wordvectors import init_embedding, scaled_word_vectors
 
@@ -73,6 +82,33 @@ def batch_order(lengths, batch_size, rng, bucket):
     return batches
 
 
+WORKER_ATTEMPTS = 3   # tries of one pass before worker processes that keep dying stop the run
+
+
+def warn(message):
+    """One line on standard error, which --quiet does not silence: a fault that was repaired."""
+    print(f"numpy-lstm: {message}", file=sys.stderr, flush=True)
+
+
+def redo_if_workers_die(step, what, rng=None):
+    """step(), run again when an LSTM worker process dies during it (killed, out of memory).
+
+    The dropout generator `rng` goes back to its state before the first try, so a redo draws the
+    same masks, and the fresh workers get the same rows: the result is bit-identical to that of an
+    undisturbed pass. After WORKER_ATTEMPTS tries, WorkerLost is raised with rng at that state.
+    """
+    before = None if rng is None else rng.bit_generator.state
+    for attempt in range(1, WORKER_ATTEMPTS + 1):
+        try:
+            return step()
+        except WorkerLost as e:
+            if rng is not None:
+                rng.bit_generator.state = before
+            if attempt == WORKER_ATTEMPTS:
+                raise WorkerLost(f"LSTM worker processes died {attempt} times in {what} (out of memory?)") from None
+            warn(f"{e} in {what}; running it again with a fresh worker")
+
+
 def evaluate(model, x, y, batch_size=64):
     """(mean loss, accuracy) over (x, y).
 
@@ -85,7 +121,7 @@ def evaluate(model, x, y, batch_size=64):
     loss_sum, correct = 0.0, 0
     for start in range(0, len(x), batch_size):
         idx = order[start:start + batch_size]
-        logits, _ = model.forward(x[idx])
+        logits = redo_if_workers_die(lambda: model.forward(x[idx])[0], "an evaluation pass")
         loss, _ = binary_crossentropy(logits, y[idx])
         loss_sum += loss * len(idx)
         correct += int(np.sum((logits > 0) == (y[idx] == 1)))
@@ -113,45 +149,91 @@ def build_model(config, rng):
                          implementation=config.implementation)
 
 
-def train_epoch(model, optimizer, x, y, batches, config, epoch, rng, bar=None):
-    """One optimisation pass over the batches (index arrays); returns (mean loss, accuracy).
+def batch_pass(model, ids, labels, rng):
+    """Forward and backward on one batch, dropout drawn from rng: (logits, loss, grads)."""
+    # Overflow shows up as a non-finite loss, reported in one line instead of warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits, cache = model.forward(ids, rng)
+        loss, dlogits = binary_crossentropy(logits, labels)
+        return logits, loss, model.backward(dlogits, cache)
 
-    Raises FloatingPointError when the loss stops being finite.
+
+def epoch_start(rng):
+    """The place at the start of an epoch whose batch order is drawn from rng's current state."""
+    return {"batch": 0, "loss_sum": 0.0, "correct": 0, "seen": 0, "order_rng": rng.bit_generator.state}
+
+
+def train_epoch(model, optimizer, x, y, batches, config, epoch, rng, bar=None, place=None, stop=None):
+    """Optimisation passes over the batches (index arrays); returns (mean loss, accuracy).
+
+    place: where the epoch is (epoch_start, then updated after every batch): the batches done and
+    their running sums. A resumed epoch goes on from there. With stop.requested, the epoch ends
+    after the batch in hand; the caller sees it in place["batch"].
+    Raises FloatingPointError when the loss stops being finite, WorkerLost when worker processes
+    keep dying (place is then that of the batches done, rng as it was after them).
     """
-    loss_sum, correct, seen = 0.0, 0, 0
-    for b, idx in enumerate(batches, start=1):
-        # Overflow shows up below as a non-finite loss, reported in one line instead of warnings.
-        with np.errstate(over="ignore", invalid="ignore"):
-            logits, cache = model.forward(x[idx], rng)
-            loss, dlogits = binary_crossentropy(logits, y[idx])
-            grads = model.backward(dlogits, cache)
+    place = epoch_start(rng) if place is None else place
+    for b in range(place["batch"] + 1, len(batches) + 1):
+        idx = batches[b - 1]
+        logits, loss, grads = redo_if_workers_die(lambda: batch_pass(model, x[idx], y[idx], rng),
+                                                  f"epoch {epoch}, batch {b}", rng)
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss} at epoch {epoch}, batch {b}")
         if config.clipnorm is not None:
             grads, _ = clip_by_global_norm(grads, config.clipnorm)
         optimizer.learning_rate = learning_rate(config, epoch, b, len(batches))
         optimizer.step(model.weights, grads)
-        loss_sum += loss * len(idx)
-        correct += int(np.sum((logits > 0) == (y[idx] == 1)))
-        seen += len(idx)
+        place.update(batch=b, loss_sum=place["loss_sum"] + loss * len(idx), seen=place["seen"] + len(idx),
+                     correct=place["correct"] + int(np.sum((logits > 0) == (y[idx] == 1))))
         if bar:
-            bar.update(b, {"loss": loss_sum / seen, "accuracy": correct / seen})
-    return loss_sum / seen, correct / seen
+            bar.update(b, {"loss": place["loss_sum"] / place["seen"], "accuracy": place["correct"] / place["seen"]})
+        if stop is not None and stop.requested:
+            break
+    return place["loss_sum"] / place["seen"], place["correct"] / place["seen"]
 
 
 def fit(config, out, resume=False, quiet=False, log=print):
-    """Run (or with resume=True, continue) a training run into directory `out`; returns metrics."""
+    """Run (or with resume=True, continue) a training run into directory `out`; returns metrics.
+
+    The directory is locked for the run's life. A directory where a run started but wrote no
+    checkpoint or model (its start failed: missing data, a bad file) is used again, with the
+    settings given now. SIGTERM and Ctrl-C raise Stopped once the run's place is saved.
+    """
     run = RunDir(out)
     say = (lambda *a, **k: None) if quiet else log
     if resume:
-        config = run.load_config()
+        run.require("config.json")
     else:
-        if os.path.exists(run.file("config.json")):
+        make_dirs(out)
+    with run.locked(), StopSignals() as stop:
+        if resume:
+            config = run.load_config()
+        elif run.trained():
             raise NumpyLSTMError(f"{out} already holds a run; use --resume {out} to continue it, "
                                  f"or choose another --out")
-        os.makedirs(out, exist_ok=True)
-        run.save_config(config)
+        else:
+            if os.path.exists(run.file("config.json")):
+                say(f"{out} holds a run that stopped before training: starting it again")
+            run.save_config(config)
+        try:
+            return train_run(config, run, resume, stop, quiet, say)
+        except WriteError as e:
+            raise NumpyLSTMError(f"{e} (the file it was to replace is intact); once that is fixed, "
+                                 f"{how_to_continue(run)}") from None
+        except WorkerLost as e:
+            raise NumpyLSTMError(f"{e}; {how_to_continue(run)}") from None
 
+
+def how_to_continue(run):
+    """The command that continues an unfinished run in `run` (RunDir)."""
+    if os.path.exists(run.file("config.json")):
+        return f"continue with: numpy-lstm train --resume {run.path}"
+    return "run the same command again"
+
+
+def train_run(config, run, resume, stop, quiet, say):
+    """fit's work in the locked run directory `run`: data, each model, metrics."""
+    out = run.path
     t0 = time.perf_counter()
     vocab, x_train, y_train, x_val, y_val = prepare_data(config)
     if resume and os.path.exists(run.file("vocab.json")):
@@ -173,22 +255,26 @@ def fit(config, out, resume=False, quiet=False, log=print):
         if config.ensemble > 1:
             say(f"Model {member + 1}/{config.ensemble}")
         model, state = train_model(config, member, run.member(member, config.ensemble),
-                                   (x_train, y_train, x_val, y_val), word_vectors, resume, quiet, say)
+                                   (x_train, y_train, x_val, y_val), word_vectors, resume, quiet, say, stop)
         models.append(model)
         states.append(state)
     model = models[0] if config.ensemble == 1 else Ensemble(models)
     return finish(run, config, model, vocab, x_val, y_val, states, say)
 
 
-def train_model(config, member, run, data, word_vectors, resume, quiet, say):
+def train_model(config, member, run, data, word_vectors, resume, quiet, say, stop=None):
     """Train one model (member `member` of the ensemble) into `run`; returns (model, state).
 
     word_vectors: None, or (V, columns) starting values of the embedding's columns after the naive
     Bayes one, for the ids that have them (the others, padding and OOV among them, are zero rows).
     Every epoch ends with an atomic checkpoint, so an interrupted model resumes where it stopped.
+    stop: the run's StopSignals. On a stop request the model's place inside the epoch is saved
+    too (state["position"], where a resumed run goes on from) and Stopped is raised; when worker
+    processes keep dying, the place is saved the same way and WorkerLost raised.
     """
     x_train, y_train, x_val, y_val = data
-    os.makedirs(run.path, exist_ok=True)
+    make_dirs(run.path)
+    stop = stop or StopSignals()
     # Random streams: member 0 keeps those of a single run, seed for the initialisation and
     # (seed, 1) for batch order and dropout; member k > 0 takes (seed, 3, k) and (seed, 1, k). The
     # word vectors use (seed, 2). No two uses share a stream.
@@ -201,49 +287,79 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, say):
     best_weights = None
     if resume and os.path.exists(run.file("checkpoint.npz")):
         state, best_weights = load_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng)
-        say(f"resuming {run.path} after epoch {state['epoch']}")
+        place = state.get("position")
+        say(f"resuming {run.path} after epoch {state['epoch']}"
+            + (f", batch {place['batch']}" if place else ""))
     elif resume:
         say(f"{run.path} stopped before its first checkpoint: starting it from the beginning")
 
+    def save_place(place, seconds):
+        """Checkpoint the model in the middle of an epoch: `place` tells where."""
+        save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng,
+                        {**state, "position": place, "train_seconds": state["train_seconds"] + seconds}, best_weights)
+
     lengths = (x_train != 0).sum(axis=1)
-    while state["epoch"] < config.epochs and not state["stopped_early"]:
-        epoch = state["epoch"] + 1
-        say(f"Epoch {epoch}/{config.epochs}")
-        start = time.perf_counter()
-        batches = batch_order(lengths, config.batch_size, rng, bucket=config.mask)
-        bar = ProgressBar(len(batches)) if not quiet else None
-        try:
-            loss, accuracy = train_epoch(model, optimizer, x_train, y_train, batches, config, epoch, rng, bar)
-        except FloatingPointError as e:
-            kept = (f"the last good checkpoint (epoch {state['epoch']}) is in {run.path}" if state["epoch"]
-                    else "no epoch had finished, so there is no checkpoint")
-            raise NumpyLSTMError(f"{e}: training stopped; {kept}; try a smaller --lr or --clipnorm") from None
-        val_loss, val_accuracy = evaluate(model, x_val, y_val)
-        row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
-               "val_accuracy": val_accuracy}
-        if bar:
-            bar.close({k: v for k, v in row.items() if k != "epoch"})
-        state["history"].append(row)
-        state["train_seconds"] += time.perf_counter() - start
-        state["epoch"] = epoch
-        if config.patience is not None:
-            if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
-                state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0)
-                best_weights = model.get_weights()
-            else:
-                state["wait"] += 1
-                if state["wait"] >= config.patience:
-                    state["stopped_early"] = True
-                    say(f"early stopping: no better held-out loss for {config.patience} epochs; "
-                        f"restoring epoch {state['best_epoch']}")
-        save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, state, best_weights)
-        write_history(run.file("history.csv"), state["history"])
+    with stop.deferred():
+        while state["epoch"] < config.epochs and not state["stopped_early"]:
+            epoch = state["epoch"] + 1
+            say(f"Epoch {epoch}/{config.epochs}")
+            start = time.perf_counter()
+            place = state.pop("position", None)
+            if place is None:
+                place = epoch_start(rng)
+                batches = batch_order(lengths, config.batch_size, rng, bucket=config.mask)
+            else:   # the order drawn when the epoch began
+                batches = batch_order(lengths, config.batch_size, generator_at(place["order_rng"]), bucket=config.mask)
+            bar = ProgressBar(len(batches)) if not quiet else None
+            try:
+                loss, accuracy = train_epoch(model, optimizer, x_train, y_train, batches, config, epoch, rng, bar,
+                                             place, stop)
+            except FloatingPointError as e:
+                kept = (f"the last good checkpoint (epoch {state['epoch']}) is in {run.path}" if state["epoch"]
+                        else "no epoch had finished, so there is no checkpoint")
+                raise NumpyLSTMError(f"{e}: training stopped; {kept}; try a smaller --lr or --clipnorm") from None
+            except WorkerLost as e:
+                save_place(place, time.perf_counter() - start)
+                raise WorkerLost(f"{e}; saved after batch {place['batch']} of epoch {epoch}") from None
+            if place["batch"] < len(batches):
+                save_place(place, time.perf_counter() - start)
+                raise Stopped(stop.requested, f"in epoch {epoch} after batch {place['batch']} of {len(batches)}, "
+                                              f"saved in {run.path}")
+            val_loss, val_accuracy = evaluate(model, x_val, y_val)
+            row = {"epoch": epoch, "loss": loss, "accuracy": accuracy, "val_loss": val_loss,
+                   "val_accuracy": val_accuracy}
+            if bar:
+                bar.close({k: v for k, v in row.items() if k != "epoch"})
+            state["history"].append(row)
+            state["train_seconds"] += time.perf_counter() - start
+            state["epoch"] = epoch
+            if config.patience is not None:
+                if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
+                    state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0)
+                    best_weights = model.get_weights()
+                else:
+                    state["wait"] += 1
+                    if state["wait"] >= config.patience:
+                        state["stopped_early"] = True
+                        say(f"early stopping: no better held-out loss for {config.patience} epochs; "
+                            f"restoring epoch {state['best_epoch']}")
+            save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, state, best_weights)
+            write_history(run.file("history.csv"), state["history"])
+            if stop.requested:
+                raise Stopped(stop.requested, f"after epoch {epoch}, saved in {run.path}")
 
     if best_weights is not None:
         model.set_weights(best_weights)
     model.save(run.file("model.npz"))
     state["plotted"] = bool(state["history"]) and plot_curves(run.file("curves.png"), state["history"])
     return model, state
+
+
+def generator_at(state):
+    """A Generator whose bit generator is in `state` (a bit_generator.state dict)."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
 
 
 def finish(run, config, model, vocab, x_val, y_val, states, say):

@@ -14,9 +14,9 @@ import numpy as np
 from . import workers
 from .loops import SpareArrays
 from .rows import batch_parts, gather_rows, take_rows
-from .workers import get_num_threads, set_num_threads, start_workers
+from .workers import WorkerLost, get_num_threads, set_num_threads, start_workers
 
-__all__ = ["Workspace", "get_num_threads", "lstm_backward", "lstm_forward", "set_num_threads",
+__all__ = ["WorkerLost", "Workspace", "get_num_threads", "lstm_backward", "lstm_forward", "set_num_threads",
            "start_workers"]
 
 

@@ -14,7 +14,10 @@ numbers are flushed to zero (`fpu`: the gradients of a long backward pass decay 
 the subnormal range, where Intel CPUs take a slow path for every operation).
 
 Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
-the calling process), ignore Ctrl-C (the parent handles it) and exit when the parent goes. A
+the calling process), ignore Ctrl-C and SIGTERM (the parent handles them) and exit when the parent
+goes. A worker that dies (killed, out of memory) is a `WorkerLost` for the caller, after every
+worker has been stopped; the next pass forks fresh ones, and where fork is refused a part runs in
+the calling process instead (`_InProcess`), with the same split and so the same sums. A
 part costs one message each way per pass: its inputs and weights out, its outputs back, the
 large arrays among them through memory shared with that worker (`_Mailbox`). The pipes serve
 one caller at a time: run LSTMs from one thread of a process.
@@ -27,6 +30,7 @@ OpenBLAS is reached through ctypes, by the `*openblas_set_num_threads*` symbol o
 NumPy has loaded. When none is found (another BLAS, or a renamed symbol) the helpers do nothing and
 `blas_thread_control()` is False; results are the same, only the timings differ.
 """
+import atexit
 import collections
 import contextlib
 import ctypes
@@ -34,7 +38,9 @@ import itertools
 import mmap
 import multiprocessing
 import multiprocessing.reduction
+import multiprocessing.util  # noqa: F401  (registers its exit handler before ours: see _reset_workers)
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -220,6 +226,20 @@ def _is_large(a):
     return isinstance(a, np.ndarray) and a.nbytes >= _Mailbox.MIN_BYTES
 
 
+class WorkerLost(NumpyLSTMError, RuntimeError):
+    """A worker process vanished mid-pass (killed, out of memory): the pass can be run again."""
+
+
+@contextlib.contextmanager
+def _lost_if_closed():
+    """A pipe that breaks (EOFError, BrokenPipeError, ConnectionResetError, "got end of file during
+    message") means the process at the other end is gone."""
+    try:
+        yield
+    except (EOFError, OSError):
+        raise WorkerLost("an LSTM worker process died (out of memory?)") from None
+
+
 def _room(items):
     """Bytes that the large arrays among items take in a mailbox (each 64-byte aligned)."""
     return sum(-(-a.nbytes // 64) * 64 for a in items if _is_large(a))
@@ -245,17 +265,16 @@ class _Worker:
         """Send a request; `arrays`, a tuple, goes through the mailbox, grown to fit it."""
         if _room(arrays) > self.mailbox.size:
             self._grow(_room(arrays))
-        self.conn.send((op, key, token, payload, self.mailbox.pack(arrays), np.geterr(),
-                        self.dropped[:], self.dropped_layers[:]))
+        with _lost_if_closed():
+            self.conn.send((op, key, token, payload, self.mailbox.pack(arrays), np.geterr(),
+                            self.dropped[:], self.dropped_layers[:]))
         self.dropped.clear()
         self.dropped_layers.clear()
 
     def reply(self):
         """The worker's answer, a tuple; its large arrays are views into the mailbox."""
-        try:
+        with _lost_if_closed():
             status, value = self.conn.recv()
-        except EOFError:
-            raise RuntimeError("an LSTM worker process died (out of memory?)") from None
         if status == "error":
             raise value
         arrays = self.mailbox.unpack(value)
@@ -276,16 +295,46 @@ class _Worker:
         try:
             os.ftruncate(fd, size)
             self.mailbox = _Mailbox(fd, size)
-            self.conn.send(("mailbox", None, None, size, (), {}, [], []))
-            multiprocessing.reduction.send_handle(self.conn, fd, self.process.pid)
+            with _lost_if_closed():
+                self.conn.send(("mailbox", None, None, size, (), {}, [], []))
+                multiprocessing.reduction.send_handle(self.conn, fd, self.process.pid)
         finally:
             os.close(fd)
         self.reply()
 
     def close(self):
         self.conn.close()
-        self.process.terminate()
+        self.process.kill()       # not terminate(): workers ignore SIGTERM
         self.process.join()
+
+
+class _InProcess:
+    """Stands in for a worker that could not be forked: runs its parts here, one after another.
+
+    It gets what a worker gets (a copy of the weights, the same rows) and runs the same code, so
+    the results are those of a worker, bit for bit; only the time differs.
+    """
+
+    def __init__(self):
+        self.spares, self.caches, self.dropped, self.dropped_layers = {}, {}, [], []
+        self.pending = None
+
+    def request(self, op, key, token, payload, arrays=()):
+        for t in self.dropped:
+            self.caches.pop(t, None)
+        for k in self.dropped_layers:
+            self.spares.pop(k, None)
+        self.dropped.clear()
+        self.dropped_layers.clear()
+        payload = pickle.loads(pickle.dumps(payload))   # a copy, as a worker receives
+        self.pending = (op, key, token, payload, arrays)
+
+    def reply(self):
+        with blas_threads(1), flush_subnormals():
+            return _run_part(*self.pending, self.spares, self.caches)
+
+    def close(self):
+        pass
 
 
 _workers = []
@@ -297,7 +346,10 @@ def _usable_workers(n):
     if n <= 0 or not sys.platform.startswith("linux"):
         return []
     while len(_workers) < n:
-        _workers.append(_Worker())
+        try:
+            _workers.append(_Worker())
+        except OSError:        # fork refused (out of memory, process limit): run the part here
+            _workers.append(_InProcess())
     return _workers[:n]
 
 
@@ -315,6 +367,11 @@ def _reset_workers():
     """Stop every worker (after an interruption leaves a pipe mid-message); new ones start on demand."""
     while _workers:
         _workers.pop().close()
+
+
+# At exit, before multiprocessing's own handler (registered earlier, so run later), which would
+# stop the workers with SIGTERM and wait for them.
+atexit.register(_reset_workers)
 
 
 def new_layer_key(owner):
@@ -390,7 +447,8 @@ def _serve(conn, parents_end):
     for sibling in _workers:     # inherited by fork: closed, so that they see the parent go
         sibling.conn.close()
     _workers.clear()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C reaches the whole group: the parent's to handle
+    for signum in (signal.SIGINT, signal.SIGTERM):     # sent to the whole group: the parent's to handle
+        signal.signal(signum, signal.SIG_IGN)
     if _blas_set is not None:
         _blas_set(1)
     spares, caches = {}, {}      # each layer's spare arrays (by key), each part's cache (by token)
@@ -420,6 +478,8 @@ def _serve(conn, parents_end):
             reply = ("error", e.with_traceback(None))  # its frames would hold the part's arrays
         try:
             conn.send(reply)
+        except OSError:                            # the parent has gone
+            return
         except Exception as e:                     # an exception that does not pickle
             conn.send(("error", RuntimeError(f"in an LSTM worker: {type(e).__name__}: {e}")))
 
