@@ -1,12 +1,15 @@
-"""Embedding starting values: the NB log-count ratio, and PPMI + SVD word vectors (counts, PMI, SVD) against
-plain re-derivations."""
+"""Embedding starting values: the NB log-count ratio, and PPMI + SVD word vectors (counts, PMI, sparse
+products, SVD) against plain re-derivations."""
 import collections
 import math
 
 import numpy as np
+import pytest
 
 from numpy_lstm.config import recipe_config
 from numpy_lstm.wordvectors import (
+    SparseMatrix,
+    add_counts,
     cooccurrence,
     init_embedding,
     log_count_ratio,
@@ -15,6 +18,24 @@ from numpy_lstm.wordvectors import (
     scaled_word_vectors,
     truncated_svd,
 )
+
+
+def dense(matrix):
+    """The ndarray of a (small) SparseMatrix."""
+    out = np.zeros(matrix.shape, matrix.dtype)
+    out[np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.row_start)), matrix.cols] = matrix.values
+    return out
+
+
+def random_sparse(rng, shape, density):
+    """A SparseMatrix with about `density` of its entries non-zero, given in shuffled order, and its
+    ndarray; its first and last rows are empty and row 1 is full."""
+    table = np.where(rng.random(shape) < density, rng.normal(size=shape), 0.0)
+    table[[0, -1]] = 0.0
+    table[1] = rng.normal(size=shape[1])
+    rows, cols = np.nonzero(table)
+    order = rng.permutation(len(rows))
+    return SparseMatrix(rows[order], cols[order], table[rows, cols][order], shape), table
 
 
 def test_cooccurrence_counts_by_hand():
@@ -32,13 +53,25 @@ def test_cooccurrence_counts_by_hand():
     assert got.keys() == expected.keys()
     for pair, n in expected.items():
         assert math.isclose(got[pair], n)
+    assert list(zip(words, contexts)) == sorted(expected)
+
+
+def test_add_counts_merges_two_tallies():
+    keys, counts = add_counts(np.array([3, 5, 9]), np.array([1.0, 2.0, 3.0]),
+                              np.array([1, 5, 7, 9, 12]), np.array([0.5, 0.25, 4.0, 1.0, 8.0]))
+    np.testing.assert_array_equal(keys, [1, 3, 5, 7, 9, 12])
+    np.testing.assert_array_equal(counts, [0.5, 1.0, 2.25, 4.0, 4.0, 8.0])
+    keys, counts = add_counts(np.zeros(0, np.int64), np.zeros(0), np.array([2, 4]), np.array([1.0, 2.0]))
+    np.testing.assert_array_equal(keys, [2, 4])
+    np.testing.assert_array_equal(counts, [1.0, 2.0])
 
 
 def test_ppmi_by_hand():
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 7, size=(5, 12))
     words, contexts, counts = cooccurrence(ids, vocab_size=7, window=3)
-    matrix = ppmi_matrix(words, contexts, counts, vocab_size=7, smoothing=0.75)
+    matrix = dense(ppmi_matrix(words, contexts, counts, vocab_size=7, smoothing=0.75))
+    assert matrix.shape == (7, 7) and matrix.dtype == np.float32
     table = np.zeros((7, 7))
     table[words, contexts] = counts
     total = table.sum()
@@ -52,6 +85,21 @@ def test_ppmi_by_hand():
             assert math.isclose(matrix[w, c], max(pmi, 0.0), rel_tol=1e-5, abs_tol=1e-6)
 
 
+@pytest.mark.parametrize("entries_per_chunk", [1, 7, 1 << 16])
+def test_sparse_products_equal_dense_ones(entries_per_chunk):
+    rng = np.random.default_rng(5)
+    matrix, table = random_sparse(rng, (23, 17), density=0.2)
+    np.testing.assert_array_equal(dense(matrix), table)
+    np.testing.assert_array_equal(dense(matrix.T), table.T)
+    np.testing.assert_array_equal(matrix.nonzero_rows(), table.any(axis=1))
+    block, block_t = rng.normal(size=(17, 4)), rng.normal(size=(23, 4))
+    np.testing.assert_allclose(matrix.__matmul__(block, entries_per_chunk), table @ block, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(matrix.T.__matmul__(block_t, entries_per_chunk), table.T @ block_t,
+                               rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="cannot multiply"):
+        matrix @ block_t
+
+
 def test_truncated_svd_finds_the_top_singular_values():
     rng = np.random.default_rng(1)
     # Decaying spectrum plus noise, as a PPMI matrix has.
@@ -63,6 +111,21 @@ def test_truncated_svd_finds_the_top_singular_values():
     np.testing.assert_allclose(got_s, s[:10], rtol=1e-6)
     # The same directions, up to sign.
     np.testing.assert_allclose(np.abs(np.sum(got_u * u[:, :10], axis=0)), 1.0, rtol=1e-6)
+
+
+def test_truncated_svd_of_a_sparse_matrix_equals_numpys_svd():
+    """Rank 6 < k + oversample: the random block's span holds the whole range, so the result is exact."""
+    rng = np.random.default_rng(6)
+    table = np.zeros((40, 30))
+    for _ in range(6):      # each a sparse outer product
+        table += np.outer(np.where(rng.random(40) < 0.3, rng.normal(size=40), 0.0),
+                          np.where(rng.random(30) < 0.3, rng.normal(size=30), 0.0))
+    rows, cols = np.nonzero(table)
+    matrix = SparseMatrix(rows, cols, table[rows, cols], table.shape)
+    u, s, _ = np.linalg.svd(table)
+    got_u, got_s = truncated_svd(matrix, 4, np.random.default_rng(7), oversample=10)
+    np.testing.assert_allclose(got_s, s[:4], rtol=1e-10)
+    np.testing.assert_allclose(np.abs(np.sum(got_u * u[:, :4], axis=0)), 1.0, rtol=1e-10)
 
 
 def test_words_used_alike_get_vectors_alike():
@@ -105,3 +168,19 @@ def test_embedding_init_nb_column_then_word_vectors():
     np.testing.assert_array_equal(emb[:, 0], 2.0 * log_count_ratio(x, y, 30))
     np.testing.assert_array_equal(emb[known, 1:], vectors[known])
     np.testing.assert_array_equal(emb[~known, 1:], start[~known, 1:])   # padding, OOV, unseen ids
+
+
+def test_memory_follows_the_pairs_not_the_vocabulary():
+    """A vocabulary of 300,000 ids, 20 of them used (a dense V x V float32 matrix: 360 GB): the same
+    entries as with 25 ids, and products with (V, k) blocks."""
+    ids = np.random.default_rng(3).integers(2, 22, size=(20, 30))
+    small = ppmi_matrix(*cooccurrence(ids, 25), 25)
+    large = ppmi_matrix(*cooccurrence(ids, 300_000), 300_000)
+    assert large.shape == (300_000, 300_000)
+    np.testing.assert_array_equal(large.row_start[:26], small.row_start)
+    np.testing.assert_array_equal(large.cols, small.cols)
+    np.testing.assert_array_equal(large.values, small.values)
+    block = np.random.default_rng(4).normal(size=(300_000, 3))
+    product = large @ block
+    np.testing.assert_allclose(product[:25], small @ block[:25], rtol=1e-12)
+    assert not product[25:].any()
