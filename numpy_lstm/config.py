@@ -181,7 +181,7 @@ RECIPES = {
     "tuned": {"val_split": 0.1, "val_groups": "film", "keep_negations": True, "vocab_size": 2000, "min_films": 5,
               "oov": "skip", "mask": True, "nb_init": 4.0, "embed_dim": 64, "units": 64, "dropout": 0.3, "epochs": 30,
               "lr": 1e-3, "patience": 4},
-    "semi": {"val_split": 0.1, "val_groups": "film", "unlabeled": True, "keep_negations": True, "vocab_size": 2000,
+    "semi": {"val_split": 0.1, "val_groups": "film", "unlabeled": True, "keep_negations": True, "vocab_size": 5000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,
              "units": 64, "dropout": 0.3, "epochs": 30, "lr": 1e-3, "patience": 4},
     "full": {"per_class": None, "val_split": 0.1, "val_groups": "film", "keep_negations": True, "vocab_size": 20000,
