@@ -30,7 +30,8 @@ def add_train_parser(subparsers):
                     "A recipe sets every default; any flag below overrides it.")
     p.add_argument("--recipe", default="tuned", metavar="{" + ",".join(RECIPES) + "}",
                    help="tutorial: the Keras tutorial as written; tuned: our best recipe on the same "
-                        "1,000 reviews; full: all 25,000 training reviews (see README)")
+                        "1,000 reviews; semi: those 1,000 plus the text, without labels, of the other 24,000 "
+                        "training reviews; full: all 25,000 training reviews (see README)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint (its own settings are used)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<timestamp>)")
@@ -96,8 +97,10 @@ def cmd_evaluate(args):
     model, vocab, config = RunDir(args.run_dir).load_model()
     if args.data:
         config.data = args.data
-    if args.limit is not None:
-        config.test_limit = args.limit
+    # A run trained with --test-limit 0 never read the test set: evaluating it reads all of it.
+    config.test_limit = args.limit if args.limit is not None else (config.test_limit or None)
+    if config.test_limit == 0:
+        raise NumpyLSTMError("--limit 0 evaluates nothing; give a positive number of reviews")
     test = load_test_set(config.validate(), vocab)
     if test is None:
         raise NumpyLSTMError("the data has no official test split (aclImdb/test)")

@@ -275,14 +275,16 @@ def _select(reviews, splits, per_class, where):
     )
 
 
-def train_test_split(*arrays, test_size=0.2, seed=0, stratify=None, shuffle=True):
+def train_test_split(*arrays, test_size=0.2, seed=0, stratify=None, shuffle=True, groups=None):
     """Split arrays (numpy arrays, lists or tuples of one length n) into random train and test parts.
 
     Returns (a_train, a_test, b_train, b_test, ...), each part the type of its input, like
     scikit-learn's function of this name. test_size: a fraction in (0, 1) (the test part gets
     ceil(test_size * n) items) or a count. seed: for np.random.default_rng. stratify: labels of
     shape (n,); each label gets its share of the test part (rounded by largest remainder).
-    shuffle=False takes the last items as the test part, in order.
+    shuffle=False takes the last items as the test part, in order. groups: shape (n,), e.g. each
+    review's film; whole groups go to one part, so no group is on both sides (see _grouped: the
+    test part then has at most the asked-for items of each label, as close to it as the groups allow).
     """
     if not arrays:
         raise NumpyLSTMError("train_test_split needs at least one array")
@@ -294,16 +296,17 @@ def train_test_split(*arrays, test_size=0.2, seed=0, stratify=None, shuffle=True
             raise NumpyLSTMError(f"train_test_split needs arrays of one length, got {[len(a) for a in arrays]}")
     n_test = _test_count(test_size, n)
     rng = np.random.default_rng(seed)
-    if stratify is None:
+    if groups is not None:
+        if not shuffle:
+            raise NumpyLSTMError("groups needs shuffle=True")
+        train, test = _grouped(_labels_of(stratify, n, "stratify"), _labels_of(groups, n, "groups"), n_test, rng)
+    elif stratify is None:
         order = rng.permutation(n) if shuffle else np.arange(n)
         train, test = order[: n - n_test], order[n - n_test:]
     elif not shuffle:
         raise NumpyLSTMError("stratify needs shuffle=True")
     else:
-        labels = np.asarray(stratify)
-        if labels.shape != (n,):
-            raise NumpyLSTMError(f"stratify must have shape ({n},), got {labels.shape}")
-        train, test = _stratified(labels, n_test, rng)
+        train, test = _stratified(_labels_of(stratify, n, "stratify"), n_test, rng)
     return [part for a in arrays for part in (_take(a, train), _take(a, test))]
 
 
@@ -320,18 +323,57 @@ def _test_count(test_size, n):
     return n_test
 
 
-def _stratified(labels, n_test, rng):
-    """Shuffled (train, test) indices with each label's share of n_test test items."""
-    _, y = np.unique(labels, return_inverse=True)
-    counts = np.bincount(y)
-    share = counts * n_test / len(labels)
+def _labels_of(values, n, name):
+    """`values` (None or shape (n,)) as an array; None stays None."""
+    if values is None:
+        return None
+    values = np.asarray(values)
+    if values.shape != (n,):
+        raise NumpyLSTMError(f"{name} must have shape ({n},), got {values.shape}")
+    return values
+
+
+def _test_shares(y, n_test):
+    """(C,) test items per label id in y (N,): each label's share of n_test, rounded by largest remainder."""
+    share = np.bincount(y) * n_test / len(y)
     per_class = np.floor(share).astype(int)
     # the items left over by rounding down go to the largest remainders
     per_class[np.argsort(per_class - share, kind="stable")[: n_test - per_class.sum()]] += 1
-    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c, k in enumerate(per_class)])
+    return per_class
+
+
+def _stratified(labels, n_test, rng):
+    """Shuffled (train, test) indices with each label's share of n_test test items."""
+    _, y = np.unique(labels, return_inverse=True)
+    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c, k in enumerate(_test_shares(y, n_test))])
     in_test = np.zeros(len(labels), dtype=bool)
     in_test[test] = True
     return rng.permutation(np.flatnonzero(~in_test)), rng.permutation(test)
+
+
+def _grouped(labels, groups, n_test, rng):
+    """Shuffled (train, test) indices where each group lies wholly in one part.
+
+    Groups are visited in random order and one joins the test part when it fits: when no label
+    (all items are one label without `labels`) would pass its share of n_test. So the test part
+    never has more than each label's share, and is short of it only by what no remaining group
+    fits into (with many small groups, nothing).
+    """
+    y = np.zeros(len(groups), int) if labels is None else np.unique(labels, return_inverse=True)[1]
+    _, g = np.unique(groups, return_inverse=True)
+    counts = np.zeros((g.max() + 1, y.max() + 1), int)      # (groups, labels) items
+    np.add.at(counts, (g, y), 1)
+    room = _test_shares(y, n_test)
+    chosen = np.zeros(len(counts), dtype=bool)
+    for group in rng.permutation(len(counts)):
+        if np.all(counts[group] <= room):
+            chosen[group] = True
+            room -= counts[group]
+    if not chosen.any() or chosen.all():
+        raise NumpyLSTMError(f"test_size={n_test} cannot be met with whole groups: "
+                             f"an empty train or test part")
+    in_test = chosen[g]
+    return rng.permutation(np.flatnonzero(~in_test)), rng.permutation(np.flatnonzero(in_test))
 
 
 def _take(a, indices):

@@ -43,24 +43,53 @@ def encode_cleaned(cleaned, vocab, config):
 
 
 def prepare_data(config):
-    """Load, clean, split (seeded, stratified) and encode the training reviews.
+    """Load, clean, split (seeded, stratified, by film with val_groups="film") and encode the training reviews.
 
     The vocabulary is fitted on the training part only (the tutorial fitted it before the split,
-    so its held-out reviews leaked into the word counts). Returns (vocab, x_train, y_train,
-    x_val, y_val).
+    so its held-out reviews leaked into the word counts), and with config.unlabeled on the text of
+    the other training reviews as well (unlabeled_reviews). Returns (vocab, x_train, y_train, x_val,
+    y_val, x_unlabeled), x_unlabeled (M, maxlen) with M = 0 without config.unlabeled.
     """
     data = load_imdb(config.data, split="train", per_class=config.per_class)
     cleaned = preprocess_reviews(data.texts, config.keep_negations, config.keep_stopwords)
-    # A review of unknown film (data without urls_pos.txt / urls_neg.txt) counts as a film of its own.
-    films = np.where(data.films == "", np.char.add("review-", np.arange(len(cleaned)).astype(str)), data.films)
+    films = known_films(data.films, "review")
     train, val = train_test_split(np.arange(len(cleaned)), test_size=config.val_split, seed=config.seed,
-                                  stratify=data.labels)
+                                  stratify=data.labels, groups=films if config.val_groups == "film" else None)
     train_texts, val_texts = [cleaned[i] for i in train], [cleaned[i] for i in val]
     y_train, y_val = data.labels[train], data.labels[val]
-    vocab = Vocabulary(config.vocab_size).fit(train_texts, groups=films[train], min_groups=config.min_films)
+    unlabeled, unlabeled_films = unlabeled_reviews(config, data, set(films[val]))
+    vocab = Vocabulary(config.vocab_size).fit(train_texts + unlabeled, groups=[*films[train], *unlabeled_films],
+                                              min_groups=config.min_films)
     x_train = encode_cleaned(train_texts, vocab, config)
     x_val = encode_cleaned(val_texts, vocab, config)
-    return vocab, x_train, np.asarray(y_train), x_val, np.asarray(y_val)
+    x_unlabeled = encode_cleaned(unlabeled, vocab, config)
+    return vocab, x_train, np.asarray(y_train), x_val, np.asarray(y_val), x_unlabeled
+
+
+def known_films(films, prefix):
+    """films (N,) str with each "" (a review of unknown film: data without urls_pos.txt /
+    urls_neg.txt) replaced by a film of its own, "<prefix>-<index>"."""
+    return np.where(films == "", np.char.add(f"{prefix}-", np.arange(len(films)).astype(str)), films)
+
+
+def unlabeled_reviews(config, labeled, held_out_films):
+    """(cleaned texts, films) of the training reviews that are not in `labeled` (ImdbData), none of
+    a film in held_out_films (so held-out films stay unseen, as the test set's are); ([], []) unless
+    config.unlabeled.
+
+    A review is told from the labeled ones by its file (class folder and id) only; its label goes
+    no further: the reviews are sorted by text, so neither their labels nor their order on disk
+    can reach the model.
+    """
+    if not config.unlabeled:
+        return [], []
+    every = load_imdb(config.data, split="train")
+    taken = set(zip(labeled.labels.tolist(), labeled.ids.tolist()))
+    films = known_films(every.films, "unlabeled")
+    rows = sorted((every.texts[i], films[i]) for i, key in enumerate(zip(every.labels.tolist(), every.ids.tolist()))
+                  if key not in taken and films[i] not in held_out_films)
+    texts = [text for text, _ in rows]
+    return preprocess_reviews(texts, config.keep_negations, config.keep_stopwords), [film for _, film in rows]
 
 
 def batch_order(lengths, batch_size, rng, bucket):
@@ -129,7 +158,10 @@ def evaluate(model, x, y, batch_size=64):
 
 
 def load_test_set(config, vocab):
-    """Official test reviews as (x, y), the seeded balanced subset with test_limit; None if absent."""
+    """Official test reviews as (x, y), the seeded balanced subset with test_limit; None if absent
+    or with test_limit 0 (then nothing of the test set is read)."""
+    if config.test_limit == 0:
+        return None
     try:
         data = load_imdb(config.data, split="test")
     except MissingSplitError:
@@ -235,19 +267,20 @@ def train_run(config, run, resume, stop, quiet, say):
     """fit's work in the locked run directory `run`: data, each model, metrics."""
     out = run.path
     t0 = time.perf_counter()
-    vocab, x_train, y_train, x_val, y_val = prepare_data(config)
+    vocab, x_train, y_train, x_val, y_val, x_unlabeled = prepare_data(config)
     if resume and os.path.exists(run.file("vocab.json")):
         if Vocabulary.load(run.file("vocab.json")).word_index != vocab.word_index:
             raise NumpyLSTMError(f"the data no longer gives the vocabulary saved in {out}; "
                                  f"resume with the same --data")
     vocab.save(run.file("vocab.json"))
-    say(f"{len(x_train)} training and {len(x_val)} held-out reviews, {len(vocab)} ids in the "
-        f"vocabulary, padded to {config.maxlen} ({time.perf_counter() - t0:.1f}s)")
+    say(f"{len(x_train)} training and {len(x_val)} held-out reviews"
+        + (f" and {len(x_unlabeled)} unlabeled ones" if config.unlabeled else "")
+        + f", {len(vocab)} ids in the vocabulary, padded to {config.maxlen} ({time.perf_counter() - t0:.1f}s)")
 
     word_vectors = None
     if config.ppmi_init:
         t0 = time.perf_counter()
-        word_vectors = scaled_word_vectors(config, x_train)
+        word_vectors = scaled_word_vectors(config, np.concatenate([x_train, x_unlabeled]))
         say(f"word vectors from the training reviews' co-occurrences ({time.perf_counter() - t0:.1f}s)")
 
     models, states = [], []
@@ -384,7 +417,9 @@ def finish(run, config, model, vocab, x_val, y_val, states, say):
     }
     run.save_metrics(metrics)
     say("held-out" + format_metrics({"loss": val_loss, "accuracy": val_accuracy}) + f" ({len(y_val)} reviews)")
-    if test is None:
+    if config.test_limit == 0:
+        say("official test set: not read (test_limit 0)")
+    elif test is None:
         say("official test set: not in the data, skipped")
     else:
         say("official test" + format_metrics({"loss": test_loss, "accuracy": test_accuracy})
