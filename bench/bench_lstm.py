@@ -195,10 +195,14 @@ def synthetic_lengths(n, rng, cap=500):
 
 
 def bucketed_batches(lengths, batch_size, rng):
-    """The training loop's bucketing when it is there (numpy_lstm.train.batch_order), else a
-    plain sort by length: either way each batch holds reviews of similar length."""
+    """The training loop's bucketing when it is there (numpy_lstm.prepare.batch_order, before that
+    numpy_lstm.train.batch_order), else a plain sort by length: either way each batch holds
+    reviews of similar length."""
     try:
-        from numpy_lstm.train import batch_order
+        try:
+            from numpy_lstm.prepare import batch_order
+        except ImportError:
+            from numpy_lstm.train import batch_order
         return batch_order(lengths, batch_size, rng, bucket=True)
     except ImportError:
         order = np.argsort(lengths, kind="stable")

@@ -16,9 +16,10 @@ from .config import RECIPES, TrainConfig, recipe_config
 from .engine import start_workers
 from .errors import NumpyLSTMError
 from .inspect_cli import add_inspect_parser, cmd_inspect
+from .prepare import encode, load_test_set
 from .rundir import RunDir
 from .stopping import Stopped
-from .train import encode, evaluate, fit, load_test_set
+from .train import evaluate, fit
 
 GROUPS = ("data", "model", "optimisation")
 

@@ -25,9 +25,9 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .errors import NumpyLSTMError
+from .prepare import encode
 from .reference import lstm_forward, lstm_step_backward, sigmoid
 from .text import Vocabulary, pad_sequences, preprocess_reviews
-from .train import encode
 
 # The units of each layer and direction that the page shows (ranked by `DirectionView.score`).
 TOP_UNITS = 8
@@ -72,7 +72,7 @@ class Reading:
 def read_review(text, vocab, config):
     """The Reading of `text` under a run's config (a TrainConfig) and vocabulary.
 
-    Its ids are those `train.encode` gives the review, without the padding.
+    Its ids are those `prepare.encode` gives the review, without the padding.
     """
     cleaned = preprocess_reviews([text], keep_stopwords=True)[0]
     words = cleaned.split(" ") if cleaned else []      # as Vocabulary.encode splits

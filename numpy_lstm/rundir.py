@@ -70,6 +70,12 @@ class RunDir:
         return any(glob.glob(self.file(os.path.join(member, name)))
                    for member in ("", "model-*") for name in ("checkpoint.npz", "model.npz"))
 
+    def how_to_continue(self):
+        """The command that continues an unfinished run here."""
+        if os.path.exists(self.file("config.json")):
+            return f"continue with: numpy-lstm train --resume {self.path}"
+        return "run the same command again"
+
     @contextlib.contextmanager
     def locked(self):
         """Hold the directory's lock for the block: a second `train` on it is refused at once.

@@ -1,4 +1,5 @@
-"""Stopping a training run on SIGTERM or Ctrl-C without losing the epoch in progress.
+"""Stopping a training run on SIGTERM or Ctrl-C without losing the epoch in progress, and
+running a pass again when an LSTM worker process dies under it (`redo_if_workers_die`).
 
 A job scheduler ends a job with SIGTERM, a user with Ctrl-C (SIGINT). While a `StopSignals` is
 installed, either signal inside a `deferred()` block (the training loop) only records the request:
@@ -9,7 +10,10 @@ last checkpoint. A second signal while a stop is pending raises `Stopped` at onc
 """
 import contextlib
 import signal
+import sys
 import threading
+
+from .engine import WorkerLost
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -67,3 +71,30 @@ class StopSignals:
             self._deferring = False
         if self.requested is not None:
             raise Stopped(self.requested)
+
+
+WORKER_ATTEMPTS = 3   # tries of one pass before worker processes that keep dying stop the run
+
+
+def warn(message):
+    """One line on standard error, which --quiet does not silence: a fault that was repaired."""
+    print(f"numpy-lstm: {message}", file=sys.stderr, flush=True)
+
+
+def redo_if_workers_die(step, what, rng=None):
+    """step(), run again when an LSTM worker process dies during it (killed, out of memory).
+
+    The dropout generator `rng` goes back to its state before the first try, so a redo draws the
+    same masks, and the fresh workers get the same rows: the result is bit-identical to that of an
+    undisturbed pass. After WORKER_ATTEMPTS tries, WorkerLost is raised with rng at that state.
+    """
+    before = None if rng is None else rng.bit_generator.state
+    for attempt in range(1, WORKER_ATTEMPTS + 1):
+        try:
+            return step()
+        except WorkerLost as e:
+            if rng is not None:
+                rng.bit_generator.state = before
+            if attempt == WORKER_ATTEMPTS:
+                raise WorkerLost(f"LSTM worker processes died {attempt} times in {what} (out of memory?)") from None
+            warn(f"{e} in {what}; running it again with a fresh worker")

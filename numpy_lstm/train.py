@@ -1,141 +1,28 @@
-"""The tutorial's experiment end to end: data -> vocabulary -> padded ids -> training -> metrics.
+"""Training a run: the loop, evaluation, early stopping, resume and the final metrics.
 
-`fit` trains into a run directory (numpy_lstm/rundir.py says what it holds) and, with
-resume=True, continues from the last checkpoint to exactly the weights and metrics an
-uninterrupted run ends with.
-
-Faults a run survives: an LSTM worker process that dies (the batch is run again with the same
-dropout masks, so nothing changes), SIGTERM or Ctrl-C (the batch in hand is finished and the
-place in the epoch saved: numpy_lstm/stopping.py), a write the disk refuses (one line; the last
-checkpoint stays as it was), and a second `train` on the same directory (refused: RunDir.locked).
+`fit` trains on the data of numpy_lstm/prepare.py into a run directory (numpy_lstm/rundir.py)
+and, with resume=True, continues from the last checkpoint to exactly the weights and metrics an
+uninterrupted run ends with. It survives a dying worker process (the pass runs again with the same
+dropout masks), SIGTERM or Ctrl-C (the place in the epoch is saved; numpy_lstm/stopping.py) and a
+refused write (one line, the last checkpoint intact); a second `train` on its directory is refused.
 """
 import os
-import sys
 import time
 
 import numpy as np
 
-from .data import load_imdb, train_test_split
 from .engine import WorkerLost
-from .errors import MissingSplitError, NumpyLSTMError
+from .errors import NumpyLSTMError
 from .fileio import WriteError, make_dirs
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
 from .optimizers import Adam, clip_by_global_norm, learning_rate
+from .prepare import batch_order, load_test_set, prepare_data
 from .progress import ProgressBar, format_metrics
 from .rundir import RunDir, load_checkpoint, plot_curves, save_checkpoint, write_history
-from .stopping import Stopped, StopSignals
-from .text import Vocabulary, pad_sequences, preprocess_reviews
+from .stopping import Stopped, StopSignals, redo_if_workers_die
+from .text import Vocabulary
 from .wordvectors import init_embedding, scaled_word_vectors
-
-
-def encode(texts, vocab, config):
-    """Raw reviews -> padded ids (N, maxlen) int32, with the run's preprocessing."""
-    return encode_cleaned(preprocess_reviews(texts, config.keep_negations, config.keep_stopwords), vocab, config)
-
-
-def encode_cleaned(cleaned, vocab, config):
-    """Cleaned reviews -> padded ids (N, maxlen) int32; with oov="skip" unknown words are dropped."""
-    ids = vocab.encode(cleaned)
-    if config.oov == "skip":
-        ids = [s[s != vocab.OOV] for s in ids]
-    return pad_sequences(ids, maxlen=config.maxlen)
-
-
-def prepare_data(config):
-    """Load, clean, split (seeded, stratified, by film with val_groups="film") and encode the training reviews.
-
-    The vocabulary is fitted on the training part only (the tutorial fitted it before the split,
-    so its held-out reviews leaked into the word counts), and with config.unlabeled on the text of
-    the other training reviews as well (unlabeled_reviews). Returns (vocab, x_train, y_train, x_val,
-    y_val, x_unlabeled), x_unlabeled (M, maxlen) with M = 0 without config.unlabeled.
-    """
-    data = load_imdb(config.data, split="train", per_class=config.per_class)
-    cleaned = preprocess_reviews(data.texts, config.keep_negations, config.keep_stopwords)
-    films = known_films(data.films, "review")
-    train, val = train_test_split(np.arange(len(cleaned)), test_size=config.val_split, seed=config.seed,
-                                  stratify=data.labels, groups=films if config.val_groups == "film" else None)
-    train_texts, val_texts = [cleaned[i] for i in train], [cleaned[i] for i in val]
-    y_train, y_val = data.labels[train], data.labels[val]
-    unlabeled, unlabeled_films = unlabeled_reviews(config, data, set(films[val]))
-    vocab = Vocabulary(config.vocab_size).fit(train_texts + unlabeled, groups=[*films[train], *unlabeled_films],
-                                              min_groups=config.min_films)
-    x_train = encode_cleaned(train_texts, vocab, config)
-    x_val = encode_cleaned(val_texts, vocab, config)
-    x_unlabeled = encode_cleaned(unlabeled, vocab, config)
-    return vocab, x_train, np.asarray(y_train), x_val, np.asarray(y_val), x_unlabeled
-
-
-def known_films(films, prefix):
-    """films (N,) str with each "" (a review of unknown film: data without urls_pos.txt /
-    urls_neg.txt) replaced by a film of its own, "<prefix>-<index>"."""
-    return np.where(films == "", np.char.add(f"{prefix}-", np.arange(len(films)).astype(str)), films)
-
-
-def unlabeled_reviews(config, labeled, held_out_films):
-    """(cleaned texts, films) of the training reviews that are not in `labeled` (ImdbData), none of
-    a film in held_out_films (so held-out films stay unseen, as the test set's are); ([], []) unless
-    config.unlabeled.
-
-    A review is told from the labeled ones by its file (class folder and id) only; its label goes
-    no further: the reviews are sorted by text, so neither their labels nor their order on disk
-    can reach the model.
-    """
-    if not config.unlabeled:
-        return [], []
-    every = load_imdb(config.data, split="train")
-    taken = set(zip(labeled.labels.tolist(), labeled.ids.tolist()))
-    films = known_films(every.films, "unlabeled")
-    rows = sorted((every.texts[i], films[i]) for i, key in enumerate(zip(every.labels.tolist(), every.ids.tolist()))
-                  if key not in taken and films[i] not in held_out_films)
-    texts = [text for text, _ in rows]
-    return preprocess_reviews(texts, config.keep_negations, config.keep_stopwords), [film for _, film in rows]
-
-
-def batch_order(lengths, batch_size, rng, bucket):
-    """Index arrays of one epoch's batches, shuffled by rng.
-
-    With bucket, each batch holds reviews of similar length (sorted within windows of 32
-    batches, then the batches shuffled), so under masking a batch runs only as many steps as
-    its longest review instead of maxlen.
-    """
-    order = rng.permutation(len(lengths))
-    if bucket:
-        window = 32 * batch_size
-        for start in range(0, len(order), window):
-            chunk = order[start:start + window]
-            order[start:start + window] = chunk[np.argsort(lengths[chunk], kind="stable")]
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if bucket:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
-
-
-WORKER_ATTEMPTS = 3   # tries of one pass before worker processes that keep dying stop the run
-
-
-def warn(message):
-    """One line on standard error, which --quiet does not silence: a fault that was repaired."""
-    print(f"numpy-lstm: {message}", file=sys.stderr, flush=True)
-
-
-def redo_if_workers_die(step, what, rng=None):
-    """step(), run again when an LSTM worker process dies during it (killed, out of memory).
-
-    The dropout generator `rng` goes back to its state before the first try, so a redo draws the
-    same masks, and the fresh workers get the same rows: the result is bit-identical to that of an
-    undisturbed pass. After WORKER_ATTEMPTS tries, WorkerLost is raised with rng at that state.
-    """
-    before = None if rng is None else rng.bit_generator.state
-    for attempt in range(1, WORKER_ATTEMPTS + 1):
-        try:
-            return step()
-        except WorkerLost as e:
-            if rng is not None:
-                rng.bit_generator.state = before
-            if attempt == WORKER_ATTEMPTS:
-                raise WorkerLost(f"LSTM worker processes died {attempt} times in {what} (out of memory?)") from None
-            warn(f"{e} in {what}; running it again with a fresh worker")
 
 
 def evaluate(model, x, y, batch_size=64):
@@ -155,22 +42,6 @@ def evaluate(model, x, y, batch_size=64):
         loss_sum += loss * len(idx)
         correct += int(np.sum((logits > 0) == (y[idx] == 1)))
     return loss_sum / len(x), correct / len(x)
-
-
-def load_test_set(config, vocab):
-    """Official test reviews as (x, y), the seeded balanced subset with test_limit; None if absent
-    or with test_limit 0 (then nothing of the test set is read)."""
-    if config.test_limit == 0:
-        return None
-    try:
-        data = load_imdb(config.data, split="test")
-    except MissingSplitError:
-        return None
-    texts, labels = data.texts, np.asarray(data.labels)
-    if config.test_limit is not None and config.test_limit < len(texts):
-        _, texts, _, labels = train_test_split(texts, labels, test_size=config.test_limit,
-                                               seed=config.seed, stratify=labels)
-    return encode(texts, vocab, config), np.asarray(labels)
 
 
 def build_model(config, rng):
@@ -251,16 +122,9 @@ def fit(config, out, resume=False, quiet=False, log=print):
             return train_run(config, run, resume, stop, quiet, say)
         except WriteError as e:
             raise NumpyLSTMError(f"{e} (the file it was to replace is intact); once that is fixed, "
-                                 f"{how_to_continue(run)}") from None
+                                 f"{run.how_to_continue()}") from None
         except WorkerLost as e:
-            raise NumpyLSTMError(f"{e}; {how_to_continue(run)}") from None
-
-
-def how_to_continue(run):
-    """The command that continues an unfinished run in `run` (RunDir)."""
-    if os.path.exists(run.file("config.json")):
-        return f"continue with: numpy-lstm train --resume {run.path}"
-    return "run the same command again"
+            raise NumpyLSTMError(f"{e}; {run.how_to_continue()}") from None
 
 
 def train_run(config, run, resume, stop, quiet, say):

@@ -11,8 +11,8 @@ import pytest
 
 from numpy_lstm import SentimentLSTM, sigmoid
 from numpy_lstm.cli import main
+from numpy_lstm.prepare import encode
 from numpy_lstm.rundir import RunDir
-from numpy_lstm.train import encode
 
 GOOD = "great wonderful superb loved brilliant enjoyable masterpiece touching".split()
 BAD = "awful boring terrible hated dull waste worst mess".split()

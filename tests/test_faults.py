@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from test_cli import TINY, assert_same_run, run_cli, write_tree
 
-from numpy_lstm import LSTM, train
+from numpy_lstm import LSTM, stopping, train
 from numpy_lstm.cli import main
 from numpy_lstm.data import load_imdb
 from numpy_lstm.engine import workers
@@ -188,9 +188,9 @@ def test_workers_that_keep_dying_stop_the_run_with_its_place_saved(tree, straigh
     out = tmp_path / "run"
     assert main([*train_args(tree), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(os.listdir(deaths)) == train.WORKER_ATTEMPTS
-    assert len(err) == train.WORKER_ATTEMPTS            # two "running it again" lines, then the error
-    assert f"died {train.WORKER_ATTEMPTS} times" in err[-1] and f"--resume {out}" in err[-1], err
+    assert len(os.listdir(deaths)) == stopping.WORKER_ATTEMPTS
+    assert len(err) == stopping.WORKER_ATTEMPTS            # two "running it again" lines, then the error
+    assert f"died {stopping.WORKER_ATTEMPTS} times" in err[-1] and f"--resume {out}" in err[-1], err
     place = checkpoint_state(out / "checkpoint.npz")["position"]
     assert place["batch"] >= 1
     dying_workers("forward", at=1, times=0)             # no more deaths: healthy workers again

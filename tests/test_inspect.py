@@ -23,8 +23,9 @@ from numpy_lstm.inspect import (
     read_review,
 )
 from numpy_lstm.model import Ensemble
+from numpy_lstm.prepare import encode
 from numpy_lstm.reference import lstm_forward, lstm_step_forward
-from numpy_lstm.train import RunDir, encode
+from numpy_lstm.rundir import RunDir
 
 FILLER = "movie film plot actor scene story director camera music ending character script".split()
 KEYS = {"text", "tokens", "ids", "probability", "logit", "baseline_logit", "attributions",

@@ -10,7 +10,7 @@ from numpy_lstm.cli import main
 from numpy_lstm.config import recipe_config
 from numpy_lstm.data import train_test_split
 from numpy_lstm.errors import NumpyLSTMError
-from numpy_lstm.train import prepare_data
+from numpy_lstm.prepare import prepare_data
 from tests.test_cli import TINY, weights_of, write_tree
 
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from numpy_lstm import Vocabulary
 from numpy_lstm.config import recipe_config
-from numpy_lstm.train import batch_order, encode_cleaned
+from numpy_lstm.prepare import batch_order, encode_cleaned
 
 
 def test_batch_order_covers_every_row_once_and_buckets_by_length():
