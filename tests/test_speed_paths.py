@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from numpy_lstm import LSTM, Embedding, NumpyLSTMError, check_gradient
-from numpy_lstm.engine import fpu, loops, workers
+from numpy_lstm.engine import fpu, loops, mailbox, workers
 
 
 @pytest.fixture
@@ -330,19 +330,19 @@ def test_mailbox_hands_back_large_arrays_in_their_own_layout():
     fd = os.memfd_create("test-mailbox")
     try:
         os.ftruncate(fd, 1 << 20)
-        mailbox = workers._Mailbox(fd, 1 << 20)
+        box = mailbox.Mailbox(fd, 1 << 20)
     finally:
         os.close(fd)
     rng = np.random.default_rng(0)
     batch_last = rng.normal(size=(50, 20, 30)).transpose(2, 0, 1)      # memory order (50, 20, 30)
     small = rng.normal(size=(3, 4))
     too_big = rng.normal(size=(400, 400))                              # 1.28 MB: no room left
-    packed = mailbox.pack((batch_last, small, too_big, "other"))
-    assert isinstance(packed[0], workers._Mailed)
+    packed = box.pack((batch_last, small, too_big, "other"))
+    assert isinstance(packed[0], mailbox.Mailed)
     assert packed[1] is small and packed[2] is too_big and packed[3] == "other"
     batch_last_copy = batch_last.copy()
     batch_last[...] = 0.0                                              # the mailbox holds a copy
-    got = mailbox.unpack(packed)
+    got = box.unpack(packed)
     np.testing.assert_array_equal(got[0], batch_last_copy)
     assert np.argsort(got[0].strides).tolist() == np.argsort(batch_last.strides).tolist()
     assert got[1] is small and got[2] is too_big

@@ -19,7 +19,7 @@ goes. A worker that dies (killed, out of memory) is a `WorkerLost` for the calle
 worker has been stopped; the next pass forks fresh ones, and where fork is refused a part runs in
 the calling process instead (`_InProcess`), with the same split and so the same sums. A
 part costs one message each way per pass: its inputs and weights out, its outputs back, the
-large arrays among them through memory shared with that worker (`_Mailbox`). The pipes serve
+large arrays among them through memory shared with that worker (`mailbox.Mailbox`). The pipes serve
 one caller at a time: run LSTMs from one thread of a process.
 
 The core count is `set_num_threads(n)` (the name PyTorch uses), else the environment variable
@@ -31,11 +31,9 @@ NumPy has loaded. When none is found (another BLAS, or a renamed symbol) the hel
 `blas_thread_control()` is False; results are the same, only the timings differ.
 """
 import atexit
-import collections
 import contextlib
 import ctypes
 import itertools
-import mmap
 import multiprocessing
 import multiprocessing.reduction
 import multiprocessing.util  # noqa: F401  (registers its exit handler before ours: see _reset_workers)
@@ -51,7 +49,7 @@ import numpy as np
 from ..errors import NumpyLSTMError
 from . import loops
 from .fpu import flush_subnormals
-from .rows import axes_in_memory_order
+from .mailbox import Mailbox, is_large, room
 
 MAX_DEFAULT_THREADS = 4
 MIN_ROWS_PER_PART = 8     # fewer rows than this per part and the split costs more than it gains
@@ -177,55 +175,6 @@ def split_rows(rows, parts=None):
 
 # ----------------------------------------------------------------------------- worker processes
 
-_Mailed = collections.namedtuple("_Mailed", "offset shape dtype axes")
-
-
-class _Mailbox:
-    """Shared memory through which a worker and the parent pass the large arrays of a message.
-
-    Through the pipe an array is pickled, copied through the kernel and unpickled, and the
-    worker cannot start before its input has arrived: milliseconds a pass for the 2 MB inputs,
-    and input gradients, of a tutorial-shaped part.
-    The mailbox is a memfd mapped by both processes: the sender copies the array in, in its own
-    memory layout (the LSTM's dx is batch-last), and the message carries only a `_Mailed` note
-    of where it is; the receiver reads it in place. What a message put there is overwritten by
-    the next one, so the receiver uses it (the worker copies x into its loop arrays, the parent
-    gathers the parts) before it answers or asks again. Only the parent makes one: a memfd,
-    handed to the worker with send_handle, as large as the largest message so far. A reply
-    that does not fit travels in the pipe, and the next mailbox is made large enough for it.
-    """
-
-    MIN_BYTES = 1 << 16      # smaller arrays travel in the pipe
-
-    def __init__(self, fd=None, size=0):
-        self.size = size
-        self.buffer = mmap.mmap(fd, size) if size else None
-
-    def pack(self, items):
-        """The tuple items with each large array copied in and replaced by its note; an array
-        that does not fit stays in the message."""
-        packed, offset = [], 0
-        for a in items:
-            if _is_large(a) and offset + a.nbytes <= self.size:
-                in_memory_order = axes_in_memory_order(a)
-                ordered = a.transpose(in_memory_order)
-                np.copyto(np.ndarray(ordered.shape, a.dtype, self.buffer, offset), ordered)
-                note = _Mailed(offset, ordered.shape, a.dtype.str, tuple(np.argsort(in_memory_order)))
-                offset += _room([a])
-                a = note
-            packed.append(a)
-        return tuple(packed)
-
-    def unpack(self, items):
-        """The tuple items with each note replaced by a view of its array in the mailbox."""
-        return tuple(np.ndarray(a.shape, a.dtype, self.buffer, a.offset).transpose(a.axes)
-                     if isinstance(a, _Mailed) else a for a in items)
-
-
-def _is_large(a):
-    return isinstance(a, np.ndarray) and a.nbytes >= _Mailbox.MIN_BYTES
-
-
 class WorkerLost(NumpyLSTMError, RuntimeError):
     """A worker process vanished mid-pass (killed, out of memory): the pass can be run again."""
 
@@ -240,11 +189,6 @@ def _lost_if_closed():
         raise WorkerLost("an LSTM worker process died (out of memory?)") from None
 
 
-def _room(items):
-    """Bytes that the large arrays among items take in a mailbox (each 64-byte aligned)."""
-    return sum(-(-a.nbytes // 64) * 64 for a in items if _is_large(a))
-
-
 class _Worker:
     """One worker process, our end of its pipe, and the mailbox we share with it."""
 
@@ -255,7 +199,7 @@ class _Worker:
         self.process.start()
         there.close()
         self.conn = here
-        self.mailbox = _Mailbox()
+        self.mailbox = Mailbox()
         # What the worker may forget, sent along with the next request: caches whose handle has
         # gone (by token) and the spare arrays of layers that have gone (by key).
         self.dropped = []
@@ -263,8 +207,8 @@ class _Worker:
 
     def request(self, op, key, token, payload, arrays=()):
         """Send a request; `arrays`, a tuple, goes through the mailbox, grown to fit it."""
-        if _room(arrays) > self.mailbox.size:
-            self._grow(_room(arrays))
+        if room(arrays) > self.mailbox.size:
+            self._grow(room(arrays))
         with _lost_if_closed():
             self.conn.send((op, key, token, payload, self.mailbox.pack(arrays), np.geterr(),
                             self.dropped[:], self.dropped_layers[:]))
@@ -278,8 +222,8 @@ class _Worker:
         if status == "error":
             raise value
         arrays = self.mailbox.unpack(value)
-        if any(_is_large(a) for a in value):   # one did not fit: make room for the next reply
-            self._grow(_room(arrays))           # (these views keep the old mailbox alive)
+        if any(is_large(a) for a in value):   # one did not fit: make room for the next reply
+            self._grow(room(arrays))           # (these views keep the old mailbox alive)
         return arrays
 
     def _grow(self, size):
@@ -294,7 +238,7 @@ class _Worker:
             return
         try:
             os.ftruncate(fd, size)
-            self.mailbox = _Mailbox(fd, size)
+            self.mailbox = Mailbox(fd, size)
             with _lost_if_closed():
                 self.conn.send(("mailbox", None, None, size, (), {}, [], []))
                 multiprocessing.reduction.send_handle(self.conn, fd, self.process.pid)
@@ -452,7 +396,7 @@ def _serve(conn, parents_end):
     if _blas_set is not None:
         _blas_set(1)
     spares, caches = {}, {}      # each layer's spare arrays (by key), each part's cache (by token)
-    mailbox = _Mailbox()
+    mailbox = Mailbox()
     while True:
         try:
             op, key, token, payload, arrays, errors, dropped, dropped_layers = conn.recv()
@@ -466,7 +410,7 @@ def _serve(conn, parents_end):
             if op == "mailbox":                        # a larger one: its memfd follows
                 fd = multiprocessing.reduction.recv_handle(conn)
                 try:
-                    mailbox = _Mailbox(fd, payload)
+                    mailbox = Mailbox(fd, payload)
                 finally:
                     os.close(fd)
                 reply = ("ok", ())
