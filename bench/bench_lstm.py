@@ -1,6 +1,8 @@
 """Time the LSTM layer and the whole tutorial model, and set them next to PyTorch's nn.LSTM.
 
     PYTHONPATH=. python bench/bench_lstm.py [--repeats N] [--threads 1,2] [--json] [--json-file F] [--quick]
+    PYTHONPATH=. python bench/bench_lstm.py --shapes "B,T,E,H;B,T,E,H;..." [--repeats N] [--json-file F]
+    PYTHONPATH=. python bench/bench_lstm.py --sweep [--repeats N] [--json-file F] [--plot F]
 
 One process, one run, in this order:
 
@@ -15,6 +17,10 @@ One process, one run, in this order:
 3. the padding tax: a tutorial-sized epoch (800 reviews, batch 64) with lengths drawn like the
    real ones, masked and bucketed by length vs unmasked at full length;
 4. the peak memory (max RSS) of the tutorial's training, in a fresh subprocess, plus its workers'.
+
+With --shapes or --sweep it times instead only the LSTM layer's forward + backward at the given
+shapes (`shapes.py`: ours on 1 and 2 cores, torch.nn.LSTM at 1 and 2 threads), after the matmul
+peak; --sweep runs the shapes of issue 15 (SWEEP_SHAPES) and draws them (`sweep_plot.py`).
 
 Every time is the median of --repeats runs after one warm-up run; the repeats of our variants
 are interleaved (A B C A B C ...) so that a busy spell of the machine hits them alike, and then
@@ -330,16 +336,25 @@ def import_torch():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (median)")
+    parser.add_argument("--shapes", help='time the LSTM layer at these shapes only: "B,T,E,H;B,T,E,H;..."')
+    parser.add_argument("--sweep", action="store_true",
+                        help="time the LSTM layer at issue 15's shapes and across T; writes JSON and a PNG")
+    parser.add_argument("--plot", help="with --sweep or --shapes: draw the times and ratios to this PNG "
+                                       "(--sweep: bench/sweep.png unless given)")
+    parser.add_argument("--repeats", type=int, help="timed runs per variant (median); default 5, "
+                                                      "3 with --shapes or --sweep")
     parser.add_argument("--threads", default="1,2", help="thread counts to compare, e.g. 1,2")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead")
     parser.add_argument("--json-file", help="also write the JSON document to this file")
     parser.add_argument("--quick", action="store_true", help="3 repeats, skip memory: a smoke run")
     parser.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
     args = parser.parse_args()
-    repeats = 3 if args.quick else args.repeats
+    repeats = args.repeats or (3 if args.quick or args.shapes or args.sweep else 5)
     threads_list = [int(t) for t in args.threads.split(",")]
     torch = None if args.no_torch else import_torch()
+    if args.shapes or args.sweep:
+        import shapes
+        return shapes.main(args, repeats, threads_list, torch)
 
     started = time.perf_counter()
     result = {"machine": machine_info(torch), "repeats": repeats}

@@ -30,6 +30,12 @@ class Workspace:
         self.key = workers.new_layer_key(self)
 
 
+def strategy(B, H, cores=None):
+    """How a batch of B rows and H units runs on `cores` (default get_num_threads()): a phrase."""
+    parts = len(workers.split_rows(B, cores))
+    return "one process" if parts == 1 else f"rows split over {parts} processes"
+
+
 def lstm_forward(weights, x, mask, initial_state, keep, return_sequences, workspace):
     """Run the LSTM over a batch: (out, cache).
 
