@@ -41,6 +41,7 @@ OFF_OR_POSITIVE = Rule("0 (off) or positive", lambda v: _real(v) and v >= 0)
 COUNT = Rule("0 or a positive integer", lambda v: _integer(v) and v >= 0)
 RATE = Rule("in [0, 1)", lambda v: _real(v) and 0 <= v < 1)
 FRACTION = Rule("between 0 and 1", lambda v: _real(v) and 0 < v < 1)
+GRAM_LENGTH = Rule("0 (off), 1, 2 or 3", lambda v: _integer(v) and 0 <= v <= 3)
 
 
 def setting(default, help, group, rule=None, choices=None, metavar=None, aliases=(), recipe_values=True):
@@ -129,6 +130,15 @@ class TrainConfig:
     ensemble: int = setting(
         1, "train N models, each from its own initialisation and batch order, and average their logits "
            "(N times the training time)", "optimisation", POSITIVE_INTEGER, metavar="N")
+    ngrams: int = setting(
+        0, "add a second view of each review beside the LSTM: naive-Bayes-weighted logistic regression on its "
+           "n-grams of ids up to this length (numpy_lstm/ngrams.py), mixed with the LSTM's logit by a "
+           "logistic regression fitted on the held-out reviews (0: off)", "model", GRAM_LENGTH, metavar="N")
+    ngram_l2: float = setting(
+        1e-3, "L2 penalty of the n-gram view's weights", "model", OFF_OR_POSITIVE, metavar="L2")
+    self_train: int = setting(
+        0, "rounds of self-training of the n-gram view: label the unlabeled reviews (--unlabeled) by the view, "
+           "then fit it again on them and the labeled ones", "model", COUNT, metavar="N")
     test_limit: Optional[int] = setting(
         None, "evaluate on a seeded, balanced subset of N official test reviews (default: all; 0: do not read "
               "the test set at all, as runs that choose settings must not)", "data",
@@ -141,6 +151,8 @@ class TrainConfig:
         if self.ppmi_init and not 1 <= self.embed_dim - bool(self.nb_init) <= self.vocab_size:
             raise NumpyLSTMError("ppmi_init needs embedding columns besides the naive Bayes one, "
                                  "and no more of them than vocabulary ids")
+        if self.self_train and not (self.ngrams and self.unlabeled):
+            raise NumpyLSTMError("self_train needs the n-gram view (--ngrams N) and unlabeled reviews (--unlabeled)")
         return self
 
 

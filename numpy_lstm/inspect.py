@@ -16,8 +16,11 @@
 
 An ensemble's logit is the mean of its members' logits, so its attributions are the means of
 the members' (integrated gradients and occlusion are linear in the function); its internals
-are those of its first member. Shapes: T steps the model reads (padding included), n words
-read, E embedding width, H units.
+are those of its first member. A model of two views (numpy_lstm/ngrams.py, logit = a z_lstm +
+c z_ngrams + b) adds to a times the LSTM's attributions the n-gram view's exact ones (it is
+linear: each gram's c r_g w_g shared among the steps it covers; its baseline, the empty review,
+has no grams); the running verdict is the mixed logit of each prefix.
+Shapes: T steps the model reads (padding included), n words read, E embedding width, H units.
 """
 import dataclasses
 from typing import NamedTuple, Optional
@@ -25,6 +28,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .errors import NumpyLSTMError
+from .ngrams import TwoViews
 from .prepare import encode
 from .reference import lstm_forward, lstm_step_backward, sigmoid
 from .text import Vocabulary, pad_sequences, preprocess_reviews
@@ -312,6 +316,7 @@ class Inspection:
     dx_norm: np.ndarray         # (T,) |d logit / d x_t| (the first member's, float32 backward)
     model_config: dict          # the first member's SentimentLSTM config
     members: int
+    two_views: Optional["TwoViewShares"] = None     # with an n-gram view beside the LSTM
 
     @property
     def probability(self):
@@ -340,9 +345,14 @@ def inspect_review(model, vocab, config, text, steps=64):
         what = "the review is empty" if not text.strip() else "no word of the review reaches the model"
         raise NumpyLSTMError(f"nothing to inspect: {what} (after the run's preprocessing: "
                              f"stopwords and unknown words dropped)")
-    members = _members(model)
-    ids = model_ids(reading, model, config.maxlen)
-    ig = integrated_gradients(model, ids, steps)
+    two = model if isinstance(model, TwoViews) else None
+    lstm = two.model if two else model
+    members = _members(lstm)
+    ids = model_ids(reading, lstm, config.maxlen)
+    ig = integrated_gradients(lstm, ids, steps)
+    shares = None
+    if two:
+        ig, shares = _two_view_attributions(two, ids, ig)
     internals = [lstm_internals(m, ids) for m in members]
     first = members[0].config
     running, note = None, ""
@@ -353,13 +363,57 @@ def inspect_review(model, vocab, config, text, steps=64):
         note = (f"The running verdict reads the state after each word, but this model's Dense layer "
                 f"reads the {first['pooling']} of the states over the whole review (pooling).")
     else:
-        running = sigmoid(np.mean([r.step_logits for r in internals], axis=0))[-n:]
+        running = np.mean([r.step_logits for r in internals], axis=0)[-n:]
+        if two:
+            running = two.mix[0] * running + two.mix[1] * two.view.logits(_prefixes(ids[-n:])) + two.mix[2]
+        running = sigmoid(running)
     return Inspection(
         text=text, reading=reading, ids=ids, logit=ig.logit, baseline_logit=ig.baseline_logit,
         attributions=ig.attributions[-n:], completeness_error=ig.completeness_error, ig_steps=ig.steps,
         occlusion=occlusion(model, ids, ig.logit), running_probability=running, running_note=note,
         views=internals[0].views, dx_norm=np.linalg.norm(ig.dx, axis=1), model_config=dict(first),
-        members=len(members))
+        members=len(members), two_views=shares)
+
+
+class TwoViewShares(NamedTuple):
+    """What each view of a TwoViews model gives one review (its logit is lstm + ngrams + mix[2])."""
+
+    n: int                      # the view's longest gram
+    mix: np.ndarray             # (3,) a, c, b
+    lstm: float                 # a z_lstm
+    ngrams: float               # c z_ngrams
+    attributions: np.ndarray    # (n words,) the n-gram view's share of each word's attribution
+
+
+def _two_view_attributions(two, ids, ig):
+    """The IntegratedGradients of a TwoViews' mixed logit on the steps ids (T,), given the LSTM's
+    `ig`, and the TwoViewShares.
+
+    The LSTM's are scaled by a and the n-gram view's exact shares (times c) added; the baseline
+    logit is a times the LSTM's + c times the empty review's (the view's bias) + b. When the
+    mixed change is smaller than the LSTM's, its completeness error is larger: the LSTM's
+    integral then takes the steps that bring it under the tolerance.
+    """
+    a, c, b = two.mix
+    z_view = float(two.view.logits(ids[None])[0])
+    view_shares = c * two.view.token_shares(ids)
+    while True:
+        logit = a * ig.logit + c * z_view + b
+        baseline = a * ig.baseline_logit + c * two.view.b + b
+        attributions = a * ig.attributions + view_shares
+        change = logit - baseline
+        error = abs(attributions.sum() - change) / max(abs(change), 1e-12)
+        if error < TOLERANCE or ig.steps >= MAX_STEPS:
+            break
+        ig = integrated_gradients(two.model, ids, 2 * ig.steps, tolerance=0.0, max_steps=2 * ig.steps)
+    n = int(np.count_nonzero(ids))
+    mixed = IntegratedGradients(attributions, float(logit), float(baseline), float(error), ig.steps, a * ig.dx)
+    return mixed, TwoViewShares(two.view.n, two.mix, float(a * ig.logit), c * z_view, view_shares[-n:])
+
+
+def _prefixes(words):
+    """The first 1, 2, ..., n words of words (n,), pre-padded to n: (n, n)."""
+    return pad_sequences([words[:j] for j in range(1, len(words) + 1)], maxlen=len(words))
 
 
 def confident_errors(model, texts, labels, vocab, config, n):

@@ -68,7 +68,9 @@ def write_report(inspection, out_dir, run_dir):
         parts.append("<p>The Dense layer read after every word: sigmoid(dense(h<sub>t</sub>)), how the "
                      "opinion moves as the network reads. Its last value is the model's probability"
                      + (" (for the ensemble, the mean of the members' logits after each word)" if ins.members > 1
-                        else "") + ".</p>")
+                        else "")
+                     + (" (with two views, the mixed logit of the LSTM after each word and the n-gram view of the "
+                        "words so far)" if ins.two_views is not None else "") + ".</p>")
         parts.append(figures.add("running_verdict.png", _plot_running, words, ins.running_probability))
 
     parts.append("<h2>3. Gates and cell state</h2>")
@@ -93,7 +95,11 @@ def write_report(inspection, out_dir, run_dir):
                  f"between them by the trapezoidal rule ({ins.ig_steps} steps). Occlusion, a second view: the "
                  "logit minus the logit of the review without that word."
                  + (" For the ensemble, the mean of the members' attributions: the attributions of the mean "
-                    "logit." if ins.members > 1 else "") + "</p>")
+                    "logit." if ins.members > 1 else "")
+                 + (" With two views, a word's attribution is a times its integrated gradients in the LSTM plus "
+                    "its exact share of the n-gram view (linear: each gram's c r w split equally among the words "
+                    "of its occurrences; the baseline, a review without words, has no grams); the table in "
+                    "section 1 gives both parts." if ins.two_views is not None else "") + "</p>")
     parts.append(_completeness(ins))
     parts.append(figures.add("attributions.png", _plot_attributions, words, ins.attributions, ins.occlusion))
 
@@ -160,6 +166,15 @@ def _describe(ins):
         text += (f" An ensemble of {ins.members} such models whose logits are averaged: the probability, the "
                  "running verdict and the attributions are the ensemble's; the gates, cell states and "
                  "gradients are those of member 1.")
+    two = ins.two_views
+    if two is not None:
+        a, c, b = two.mix
+        text += (f" The model has two views of the review: this LSTM and an n-gram view (naive-Bayes-weighted "
+                 f"logistic regression on the review's distinct grams of up to {two.n} words), mixed as logit = "
+                 f"{a:.3f} z_lstm + {c:.3f} z_ngrams {b:+.3f}. On this review the LSTM view contributes "
+                 f"{two.lstm:+.3f} and the n-gram view {two.ngrams:+.3f} to the logit. The probability, the running "
+                 "verdict and the attributions are the mixed model's; the gates, cell states and gradients are "
+                 "the LSTM's.")
     return text
 
 
@@ -208,9 +223,12 @@ def _top_words_table(ins, k=8):
     """The words with the largest attributions either way, with both views' numbers."""
     a, words = ins.attributions, ins.reading.tokens
     order = np.argsort(-np.abs(a), kind="stable")[:k]
+    shares = None if ins.two_views is None else ins.two_views.attributions
     rows = "".join(f"<tr><td>{_e(words[j])}</td><td>{j + 1}</td><td>{a[j]:+.4f}</td>"
-                   f"<td>{ins.occlusion[j]:+.4f}</td></tr>" for j in order)
-    return ("<table><tr><th>word</th><th>position</th><th>integrated gradients</th><th>occlusion</th></tr>"
+                   + ("" if shares is None else f"<td>{a[j] - shares[j]:+.4f}</td><td>{shares[j]:+.4f}</td>")
+                   + f"<td>{ins.occlusion[j]:+.4f}</td></tr>" for j in order)
+    views = "" if shares is None else "<th>of which the LSTM view</th><th>of which the n-gram view</th>"
+    return (f"<table><tr><th>word</th><th>position</th><th>attribution</th>{views}<th>occlusion</th></tr>"
             + rows + "</table>")
 
 

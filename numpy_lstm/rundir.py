@@ -5,6 +5,7 @@
     checkpoint.npz   after every epoch: weights, optimizer state, RNG state, history; written mid-epoch
                      too when the run is stopped (SIGTERM, Ctrl-C), with its place in the epoch
     model.npz        the final model (the best epoch's weights with early stopping)
+    ngrams.npz       with --ngrams N: the n-gram view and its mix with the LSTM (numpy_lstm/ngrams.py)
     history.csv      loss and accuracy per epoch, training and held-out
     metrics.json     held-out and official-test accuracy, timings, seed, recipe
     curves.png       loss and accuracy curves (when matplotlib is installed)
@@ -27,6 +28,7 @@ from .config import FIRST_SETTINGS, TrainConfig
 from .errors import NumpyLSTMError
 from .fileio import atomic_path, refused_as_write_error, write_text
 from .model import Ensemble, SentimentLSTM
+from .ngrams import TwoViews, load_ngrams
 from .text import Vocabulary
 
 try:
@@ -143,12 +145,16 @@ class RunDir:
         return self if ensemble == 1 else RunDir(self.file(self.member_dir(k, ensemble)))
 
     def load_model(self):
-        """(model, vocab, config) of a finished run; an Ensemble when it trained several models."""
+        """(model, vocab, config) of a finished run; an Ensemble when it trained several models, and
+        a TwoViews when it has an n-gram view (ngrams.npz)."""
         config = self.load_config()
         names = [os.path.join(self.member_dir(k, config.ensemble), "model.npz") for k in range(config.ensemble)]
         self.require("vocab.json", *names)
         models = [SentimentLSTM.load(self.file(name)) for name in names]
         model = models[0] if config.ensemble == 1 else Ensemble(models)
+        if config.ngrams:
+            self.require("ngrams.npz")
+            model = TwoViews(model, *load_ngrams(self.file("ngrams.npz")))
         return model, Vocabulary.load(self.file("vocab.json")), config
 
 

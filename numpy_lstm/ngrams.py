@@ -1,0 +1,301 @@
+"""A second view of each review beside the LSTM: its n-grams, read by a naive-Bayes-weighted
+logistic regression (the NBSVM family of Wang and Manning, 2012, the linear baseline of IMDB).
+
+The features of a review are its distinct n-grams of ids (binarised: a gram counts once per
+review, however often it occurs). With p = alpha + the sum of the positive reviews' features and
+q likewise for the negative ones (sample-weighted, alpha = 1), each gram g has the log-count ratio
+
+    r_g = log(p_g / |p|_1) - log(q_g / |q|_1)
+
+and the view's logit is linear in the grams present:
+
+    z(review) = b + sum over the review's distinct grams g of r_g w_g
+
+w and b minimise the mean (sample-weighted) binary cross-entropy + l2/2 |w|^2, by full-batch
+Adam from w = 0. Starting at zero, the first steps follow the naive Bayes direction r; the fit
+then corrects it where features are correlated ("not" and "not good").
+
+`self_train` adds the unlabeled reviews with the view's own verdicts as labels. `fit_mix` fits
+the combination of the two views' logits, a z_lstm + c z_ngrams + b, on the held-out reviews;
+`TwoViews` is that combination, read like a SentimentLSTM (forward, predict).
+Shapes: N reviews, T steps (pre-padded, 0 = padding), M (review, gram) pairs, F grams in the table.
+"""
+import zipfile
+
+import numpy as np
+
+from .errors import NumpyLSTMError
+from .fileio import atomic_path
+from .optimizers import Adam
+from .reference import sigmoid
+
+ALPHA = 1.0           # the naive Bayes smoothing count
+STEPS = 60            # full-batch Adam steps
+LEARNING_RATE = 0.1
+
+
+def key_offsets(vocab_size, n):
+    """Where each gram length's keys start: (n + 1,) with offset[k - 1] the first k-gram key and
+    offset[n] one past the last key. k-grams of ids a_1..a_k have key offset[k - 1] + the base-V
+    number a_1 ... a_k, so keys of different lengths never meet."""
+    return np.cumsum([0] + [vocab_size ** k for k in range(1, n + 1)], dtype=np.int64)
+
+
+def gram_occurrences(ids, vocab_size, n):
+    """Every occurrence of an n-gram (lengths 1..n) in ids (N, T), one length at a time: yields
+    (k, doc (M_k,), t (M_k,), key (M_k,) int64), the gram of length k at steps t .. t + k - 1 of
+    review doc.
+
+    A gram is k consecutive ids none of which is padding (0), so padding never forms or joins a
+    gram. Unigram keys are the ids, bigram keys V + a V + b, trigram keys V + V^2 + (a V + b) V + c
+    (key_offsets).
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or not 1 <= n <= 3:
+        raise NumpyLSTMError(f"n-grams need ids (N, T) and n in 1..3, got {ids.shape} and {n}")
+    T = ids.shape[1]
+    offsets = key_offsets(vocab_size, n)
+    present = ids != 0
+    for k in range(1, min(n, T) + 1):
+        # Windows start at t = 0 .. T - k; one whose k ids are all words is a gram.
+        whole = present[:, :T - k + 1].copy()
+        for j in range(1, k):
+            whole &= present[:, j:T - k + 1 + j]
+        doc, t = np.nonzero(whole)
+        del whole
+        key = np.zeros(len(doc), np.int64)
+        for j in range(k):
+            key = key * vocab_size + ids[doc, t + j]
+        yield k, doc, t, key + offsets[k - 1]
+
+
+def ngram_keys(ids, vocab_size, n):
+    """The distinct n-grams (lengths 1..n) of each review of ids (N, T), 0 = padding:
+    (doc (M,), key (M,)), int64, sorted by doc then key (keys: gram_occurrences).
+
+    One np.unique of doc * span + key, span being the number of possible keys, finds the
+    distinct (review, gram) pairs: a sort of M integers.
+    """
+    N = len(ids)
+    span = int(key_offsets(vocab_size, n)[-1])
+    if N and span > np.iinfo(np.int64).max // N:
+        raise NumpyLSTMError(f"{N} reviews of {n}-grams over {vocab_size} ids overflow int64 keys")
+    combined = [doc.astype(np.int64) * span + key for _, doc, _, key in gram_occurrences(ids, vocab_size, n)]
+    unique = np.unique(np.concatenate(combined)) if combined else np.zeros(0, np.int64)
+    del combined
+    return unique // span, unique % span
+
+
+def view_loss(w, b, r, doc, feature, y, sample_weight, l2):
+    """The view's training loss and its gradients: (loss, dw (F,), db).
+
+    w, r: (F,); doc, feature: (M,) the (review, gram index) pairs; y, sample_weight: (N,).
+    loss = sum_i s_i BCE(z_i, y_i) / sum_i s_i + l2/2 |w|^2, z_i = b + sum_{(i, g)} r_g w_g.
+    d loss / d z_i = s_i (sigmoid(z_i) - y_i) / sum s, which each gram of review i passes to w_g
+    times r_g.
+    """
+    N = len(y)
+    z = np.bincount(doc, weights=(r * w)[feature], minlength=N) + b
+    s = sample_weight / sample_weight.sum()
+    # BCE from the logit: log(1 + e^z) - y z, stable for either sign of z.
+    loss = float(np.sum(s * (np.logaddexp(0.0, z) - y * z)) + 0.5 * l2 * np.dot(w, w))
+    dz = s * (sigmoid(z) - y)
+    dw = r * np.bincount(feature, weights=dz[doc], minlength=len(w)) + l2 * w
+    return loss, dw, float(dz.sum())
+
+
+class NgramView:
+    """NB-weighted logistic regression on the distinct n-grams (lengths 1..n) of id sequences.
+
+    After `fit`: table (F,) int64, the sorted gram keys it knows; rw (F,) float32, the products
+    r_g w_g (all prediction needs); b, the bias. Grams outside the table contribute 0.
+    Deterministic: no randomness anywhere.
+    """
+
+    def __init__(self, vocab_size, n=2, l2=1e-3):
+        if not 1 <= n <= 3:
+            raise NumpyLSTMError(f"the n-gram view reads grams of length 1 to 3, got n={n}")
+        self.vocab_size, self.n, self.l2 = int(vocab_size), int(n), float(l2)
+        self.table = np.zeros(0, np.int64)
+        self.rw = np.zeros(0, np.float32)
+        self.b = 0.0
+
+    def keys(self, ids):
+        return ngram_keys(ids, self.vocab_size, self.n)
+
+    def fit(self, ids, y, sample_weight=None, extra_ids=None):
+        """Fit on ids (N, T) with labels y (N,) 0/1 and weights (N,) (default 1 each).
+
+        extra_ids (K, T'): reviews without labels whose grams enter the table too (their r_g then
+        comes from the smoothing alone). Returns self.
+        """
+        y = np.asarray(y, np.float64)
+        s = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        doc, key = self.keys(ids)
+        tables = [key] if extra_ids is None or len(extra_ids) == 0 else [key, self.keys(extra_ids)[1]]
+        self.table = np.unique(np.concatenate(tables))
+        del tables
+        feature = np.searchsorted(self.table, key)
+        del key
+        F = len(self.table)
+        p = ALPHA + np.bincount(feature, weights=(s * y)[doc], minlength=F)
+        q = ALPHA + np.bincount(feature, weights=(s * (1 - y))[doc], minlength=F)
+        r = np.log(p / p.sum()) - np.log(q / q.sum())
+        w, b = np.zeros(F), np.zeros(1)
+        adam = Adam(learning_rate=LEARNING_RATE)
+        for _ in range(STEPS):
+            _, dw, db = view_loss(w, b[0], r, doc, feature, y, s, self.l2)
+            adam.step([w, b], [dw, np.array([db])])
+        self.rw, self.b = (r * w).astype(np.float32), float(b[0])
+        return self
+
+    def weights_of(self, key):
+        """r_g w_g (float64) of the gram keys (M,); 0 for grams outside the table."""
+        if len(self.table) == 0:
+            return np.zeros(len(key))
+        at = np.searchsorted(self.table, key).clip(0, len(self.table) - 1)
+        return np.where(self.table[at] == key, self.rw[at], 0.0).astype(np.float64)
+
+    def token_shares(self, ids):
+        """Each step's share (T,) of one review's logit minus b, ids (T,): the view's exact
+        attribution, since it is linear. A gram's r_g w_g is split equally over the steps of all
+        its occurrences: a bigram occurring twice gives a quarter to each of its four steps."""
+        ids = np.asarray(ids)
+        shares = np.zeros(len(ids))
+        for k, _, t, key in gram_occurrences(ids[None], self.vocab_size, self.n):
+            _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+            each = self.weights_of(key) / (k * counts[inverse])
+            for j in range(k):
+                np.add.at(shares, t + j, each)
+        return shares
+
+    def logits(self, ids):
+        """ids (N, T) -> the view's logits (N,) float64."""
+        doc, key = self.keys(ids)
+        return np.bincount(doc, weights=self.weights_of(key), minlength=len(ids)) + self.b
+
+    def state(self):
+        """The arrays that rebuild the view for prediction (`from_state`)."""
+        return {"table": self.table, "rw": self.rw, "b": np.array(self.b),
+                "n": np.array(self.n), "vocab_size": np.array(self.vocab_size), "l2": np.array(self.l2)}
+
+    @classmethod
+    def from_state(cls, state):
+        view = cls(int(state["vocab_size"]), int(state["n"]), float(state["l2"]))
+        view.table = np.asarray(state["table"], np.int64)
+        view.rw = np.asarray(state["rw"], np.float32)
+        view.b = float(state["b"])
+        return view
+
+
+def self_train(view, ids, y, unlabeled_ids, rounds):
+    """`rounds` times: label the unlabeled reviews (K, T) by the view's sign, then refit the view
+    on the labeled and the pseudo-labeled reviews (weight 1 each). Returns the view."""
+    for _ in range(rounds):
+        pseudo = (view.logits(unlabeled_ids) > 0).astype(np.float64)
+        view.fit(np.concatenate([ids, unlabeled_ids]), np.concatenate([np.asarray(y, np.float64), pseudo]))
+    return view
+
+
+def fit_mix(z_lstm, z_view, y, l2=1e-4, iterations=50):
+    """The logistic regression z = a z_lstm + c z_view + b on held-out logits (N,) and labels
+    (N,): returns [a, c, b] (3,) float64.
+
+    Minimises mean BCE + l2/2 (a^2 + c^2) by Newton's method (three parameters: the Hessian is
+    3 x 3), halving a step until the loss goes down; the small l2 keeps the weights finite when
+    the held-out reviews are separable.
+    """
+    X = np.stack([np.asarray(z_lstm, np.float64), np.asarray(z_view, np.float64), np.ones(len(y))], axis=1)
+    y = np.asarray(y, np.float64)
+    penalty = np.array([l2, l2, 0.0])
+
+    def loss(theta):
+        z = X @ theta
+        return float(np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * np.sum(penalty * theta ** 2))
+
+    theta = np.zeros(3)
+    for _ in range(iterations):
+        p = sigmoid(X @ theta)
+        grad = X.T @ (p - y) / len(y) + penalty * theta
+        hessian = (X * (p * (1 - p))[:, None]).T @ X / len(y) + np.diag(penalty) + 1e-12 * np.eye(3)
+        step = np.linalg.solve(hessian, grad)
+        scale, before = 1.0, loss(theta)
+        while loss(theta - scale * step) > before and scale > 1e-6:
+            scale /= 2
+        theta = theta - scale * step
+        if np.max(np.abs(scale * step)) < 1e-10:
+            break
+    return theta
+
+
+class TwoViews:
+    """A trained LSTM (SentimentLSTM or Ensemble) and an NgramView, read as one model.
+
+    logit = a z_lstm + c z_ngrams + b, mix = [a, c, b] from `fit_mix`. forward and predict are
+    those of a SentimentLSTM (inference only, no backward).
+    """
+
+    def __init__(self, model, view, mix):
+        self.model, self.view = model, view
+        self.mix = np.asarray(mix, np.float64)
+
+    @property
+    def weights(self):
+        return self.model.weights
+
+    def forward(self, ids, rng=None):
+        """ids (B, T) -> (mixed logits (B,) float64, None)."""
+        a, c, b = self.mix
+        return a * self.model.forward(ids)[0].astype(np.float64) + c * self.view.logits(ids) + b, None
+
+    def predict(self, ids, batch_size=64):
+        ids = np.asarray(ids)
+        if len(ids) == 0:
+            return np.zeros(0)
+        return np.concatenate([sigmoid(self.forward(ids[i:i + batch_size])[0])
+                               for i in range(0, len(ids), batch_size)])
+
+
+def save_ngrams(path, view, mix):
+    """Write the view and the mix to an .npz file atomically (no pickle)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, mix=np.asarray(mix, np.float64), **view.state())
+
+
+def load_ngrams(path):
+    """(NgramView, mix (3,)) from a file `save_ngrams` wrote; a bad file is a NumpyLSTMError."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = {name: data[name] for name in data.files}
+        return NgramView.from_state(state), state["mix"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise NumpyLSTMError(f"{path} is not a readable n-gram view file (truncated or corrupt?): "
+                             f"{type(e).__name__}") from None
+
+
+def fit_two_views(config, model, data, z_lstm, say):
+    """The n-gram view of config (ngrams, ngram_l2, self_train) beside a trained LSTM `model`.
+
+    data: (x_train, y_train, x_val, y_val, x_unlabeled); z_lstm (N_val,): the LSTM's held-out
+    logits. The view fits on the training reviews (the unlabeled ones' grams in its table), the
+    mix on the held-out ones. Returns (TwoViews, metrics: val_accuracy_lstm,
+    val_accuracy_ngrams, mix).
+    """
+    x_train, y_train, x_val, y_val, x_unlabeled = data
+    view = NgramView(config.vocab_size, config.ngrams, config.ngram_l2)
+    view.fit(x_train, y_train, extra_ids=x_unlabeled)
+    self_train(view, x_train, y_train, x_unlabeled, config.self_train)
+    z_view = view.logits(x_val)
+    mix = fit_mix(z_lstm, z_view, y_val)
+    extra = {"val_accuracy_lstm": accuracy(z_lstm, y_val), "val_accuracy_ngrams": accuracy(z_view, y_val),
+             "mix": [float(v) for v in mix]}
+    say(f"held-out accuracy of the LSTM view alone: {extra['val_accuracy_lstm']:.4f}")
+    say(f"held-out accuracy of the {config.ngrams}-gram view alone: {extra['val_accuracy_ngrams']:.4f} "
+        f"({len(view.table)} grams" + (f", {config.self_train} self-training rounds" if config.self_train else "")
+        + f"); mix a={mix[0]:.3f} c={mix[1]:.3f} b={mix[2]:+.3f}")
+    return TwoViews(model, view, mix), extra
+
+
+def accuracy(logits, y):
+    return float(np.mean((np.asarray(logits) > 0) == (np.asarray(y) == 1))) if len(y) else float("nan")
