@@ -12,8 +12,9 @@ and the view's logit is linear in the grams present:
     z(review) = b + sum over the review's distinct grams g of r_g w_g
 
 w and b minimise the mean (sample-weighted) binary cross-entropy + l2/2 |w|^2, by full-batch
-Adam from w = 0. Starting at zero, the first steps follow the naive Bayes direction r; the fit
-then corrects it where features are correlated ("not" and "not good").
+Adam from w = 0. Adam's first step moves each w_g by the learning rate in its gradient's sign,
++lr for a gram whose reviews lean the way r_g does: the view starts as naive Bayes (lr r), and
+the fit then corrects it where grams overlap ("not", "good" and "not good").
 
 `self_train` adds the unlabeled reviews with the view's own verdicts as labels. `fit_mix` fits
 the combination of the two views' logits, a z_lstm + c z_ngrams + b, on the held-out reviews;

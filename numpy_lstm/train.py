@@ -30,25 +30,32 @@ def evaluate(model, x, y, batch_size=64):
     """(mean loss, accuracy) over (x, y)."""
     if len(x) == 0:
         return float("nan"), float("nan")
-    logits = held_out_logits(model, x, batch_size)
-    loss, _ = binary_crossentropy(logits, y)
-    return float(loss), float(np.mean((logits > 0) == (y == 1)))
+    loss_sum, correct = 0.0, 0
+    for idx, logits in logit_batches(model, x, batch_size):
+        loss, _ = binary_crossentropy(logits, y[idx])
+        loss_sum += loss * len(idx)
+        correct += int(np.sum((logits > 0) == (y[idx] == 1)))
+    return loss_sum / len(x), correct / len(x)
 
 
-def held_out_logits(model, x, batch_size=64):
-    """The model's logits (N,) of the reviews x (N, T), in inference (no dropout).
+def model_logits(model, x, batch_size=64):
+    """The model's logits (N,) float64 of the reviews x (N, T)."""
+    logits = np.empty(len(x))
+    for idx, batch in logit_batches(model, x, batch_size):
+        logits[idx] = batch
+    return logits
+
+
+def logit_batches(model, x, batch_size):
+    """(row indices, the model's logits of those rows) of x (N, T), batch after batch, in inference.
 
     Rows run in length order, which the mask turns into speed; small batches keep the forward
     caches (about 1.5 MB per row at 500 steps and 100 units) from setting the peak memory.
     """
     order = np.argsort((x != 0).sum(axis=1), kind="stable")
-    logits = None
     for start in range(0, len(x), batch_size):
         idx = order[start:start + batch_size]
-        batch = redo_if_workers_die(lambda: model.forward(x[idx])[0], "an evaluation pass")
-        logits = np.empty(len(x), batch.dtype) if logits is None else logits
-        logits[idx] = batch
-    return logits
+        yield idx, redo_if_workers_die(lambda: model.forward(x[idx])[0], "an evaluation pass")
 
 
 def build_model(config, rng):
@@ -167,7 +174,7 @@ def train_run(config, run, resume, stop, quiet, say):
     if config.ngrams:     # seconds long: a resumed run fits it again
         t0 = time.perf_counter()
         data = (x_train, y_train, x_val, y_val, x_unlabeled)
-        model, extra = fit_two_views(config, model, data, held_out_logits(model, x_val), say)
+        model, extra = fit_two_views(config, model, data, model_logits(model, x_val), say)
         save_ngrams(run.file("ngrams.npz"), model.view, model.mix)
         say(f"n-gram view fitted and mixed ({time.perf_counter() - t0:.1f}s)")
     return finish(run, config, model, vocab, x_val, y_val, states, say, extra)
