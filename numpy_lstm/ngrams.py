@@ -293,7 +293,7 @@ def fit_two_views(config, model, data, z_lstm, say):
              "mix": [float(v) for v in mix]}
     say(f"held-out accuracy of the LSTM view alone: {extra['val_accuracy_lstm']:.4f}")
     say(f"held-out accuracy of the {config.ngrams}-gram view alone: {extra['val_accuracy_ngrams']:.4f} "
-        f"({len(view.table)} grams" + (f", {config.self_train} self-training rounds" if config.self_train else "")
+        f"({len(view.table)} grams" + (f", self-training rounds: {config.self_train}" if config.self_train else "")
         + f"); mix a={mix[0]:.3f} c={mix[1]:.3f} b={mix[2]:+.3f}")
     return TwoViews(model, view, mix), extra
 
