@@ -137,8 +137,9 @@ class TrainConfig:
     ngram_l2: float = setting(
         1e-3, "L2 penalty of the n-gram view's weights", "model", OFF_OR_POSITIVE, metavar="L2")
     self_train: int = setting(
-        0, "rounds of self-training of the n-gram view: label the unlabeled reviews (--unlabeled) by the view, "
-           "then fit it again on them and the labeled ones", "model", COUNT, metavar="N")
+        0, "rounds of co-training of the n-gram view: label the unlabeled reviews (--unlabeled) by the LSTM and "
+           "the view voting with equal weight, then fit the view again on them and the labeled ones", "model",
+        COUNT, metavar="N")
     test_limit: Optional[int] = setting(
         None, "evaluate on a seeded, balanced subset of N official test reviews (default: all; 0: do not read "
               "the test set at all, as runs that choose settings must not)", "data",

@@ -16,7 +16,8 @@ Adam from w = 0. Adam's first step moves each w_g by the learning rate in its gr
 +lr for a gram whose reviews lean the way r_g does: the view starts as naive Bayes (lr r), and
 the fit then corrects it where grams overlap ("not", "good" and "not good").
 
-`self_train` adds the unlabeled reviews with the view's own verdicts as labels. `fit_mix` fits
+`self_train` adds the unlabeled reviews, labeled by the view and the LSTM voting together
+(co-training), or by the view alone. `fit_mix` fits
 the combination of the two views' logits, a z_lstm + c z_ngrams + b, on the held-out reviews;
 `TwoViews` is that combination, read like a SentimentLSTM (forward, predict).
 Shapes: N reviews, T steps (pre-padded, 0 = padding), M (review, gram) pairs, F grams in the table.
@@ -189,13 +190,29 @@ class NgramView:
         return view
 
 
-def self_train(view, ids, y, unlabeled_ids, rounds):
-    """`rounds` times: label the unlabeled reviews (K, T) by the view's sign, then refit the view
-    on the labeled and the pseudo-labeled reviews (weight 1 each). Returns the view."""
+def self_train(view, ids, y, unlabeled_ids, rounds, partner=None):
+    """`rounds` times: label the unlabeled reviews (K, T), then refit the view on the labeled and
+    the pseudo-labeled reviews (weight 1 each). Returns the view.
+
+    Alone, the view labels them by its own sign. With `partner` (K,), another model's logits of
+    the unlabeled reviews (the LSTM's), the label is the sign of both logits added, each first
+    divided by its standard deviation over the unlabeled reviews, so each view has an equal vote
+    whatever its scale: co-training. The two views err on different reviews (one reads word
+    order, the other counts grams), so their joint verdict is right more often than either's,
+    and the view learns from the partner's share of it.
+    """
+    vote = 0.0 if partner is None else unit_scale(partner)
     for _ in range(rounds):
-        pseudo = (view.logits(unlabeled_ids) > 0).astype(np.float64)
+        z = view.logits(unlabeled_ids)
+        pseudo = (vote + (z if partner is None else unit_scale(z)) > 0).astype(np.float64)
         view.fit(np.concatenate([ids, unlabeled_ids]), np.concatenate([np.asarray(y, np.float64), pseudo]))
     return view
+
+
+def unit_scale(z):
+    """z (K,) divided by its standard deviation (left as it is when that is 0)."""
+    z = np.asarray(z, np.float64)
+    return z / (z.std() or 1.0)
 
 
 def fit_mix(z_lstm, z_view, y, l2=1e-4, iterations=50):
@@ -275,19 +292,21 @@ def load_ngrams(path):
                              f"{type(e).__name__}") from None
 
 
-def fit_two_views(config, model, data, z_lstm, say):
+def fit_two_views(config, model, data, lstm_logits, say):
     """The n-gram view of config (ngrams, ngram_l2, self_train) beside a trained LSTM `model`.
 
-    data: (x_train, y_train, x_val, y_val, x_unlabeled); z_lstm (N_val,): the LSTM's held-out
-    logits. The view fits on the training reviews (the unlabeled ones' grams in its table), the
-    mix on the held-out ones. Returns (TwoViews, metrics: val_accuracy_lstm,
+    data: (x_train, y_train, x_val, y_val, x_unlabeled); lstm_logits: ids (N, T) -> the LSTM's
+    logits (N,). The view fits on the training reviews (the unlabeled ones' grams in its table;
+    with config.self_train, co-trained on them with the LSTM as partner), the mix on the held-out
+    ones. Returns (TwoViews, metrics: val_accuracy_lstm,
     val_accuracy_ngrams, mix).
     """
     x_train, y_train, x_val, y_val, x_unlabeled = data
     view = NgramView(config.vocab_size, config.ngrams, config.ngram_l2)
     view.fit(x_train, y_train, extra_ids=x_unlabeled)
-    self_train(view, x_train, y_train, x_unlabeled, config.self_train)
-    z_view = view.logits(x_val)
+    if config.self_train:
+        self_train(view, x_train, y_train, x_unlabeled, config.self_train, partner=lstm_logits(x_unlabeled))
+    z_lstm, z_view = lstm_logits(x_val), view.logits(x_val)
     mix = fit_mix(z_lstm, z_view, y_val)
     extra = {"val_accuracy_lstm": accuracy(z_lstm, y_val), "val_accuracy_ngrams": accuracy(z_view, y_val),
              "mix": [float(v) for v in mix]}

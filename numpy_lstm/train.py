@@ -174,7 +174,7 @@ def train_run(config, run, resume, stop, quiet, say):
     if config.ngrams:     # seconds long: a resumed run fits it again
         t0 = time.perf_counter()
         data = (x_train, y_train, x_val, y_val, x_unlabeled)
-        model, extra = fit_two_views(config, model, data, model_logits(model, x_val), say)
+        model, extra = fit_two_views(config, model, data, lambda x: model_logits(model, x), say)
         save_ngrams(run.file("ngrams.npz"), model.view, model.mix)
         say(f"n-gram view fitted and mixed ({time.perf_counter() - t0:.1f}s)")
     return finish(run, config, model, vocab, x_val, y_val, states, say, extra)

@@ -129,6 +129,25 @@ def test_self_training_moves_a_view_from_few_labels_toward_the_truth():
     assert np.mean(gains) >= 0.03, gains
 
 
+def test_a_partner_votes_with_equal_weight_whatever_its_scale():
+    """A partner that is the view itself, scaled, changes no pseudo-label; a partner that knows the
+    truth teaches the view more than the view teaches itself (co-training)."""
+    gains = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        x, y = class_word_reviews(4, rng)
+        unlabeled, truth = class_word_reviews(600, rng)
+        x_test, y_test = class_word_reviews(400, rng)
+        fit = lambda: NgramView(40, n=1).fit(x, y, extra_ids=unlabeled)  # noqa: E731
+        alone = self_train(fit(), x, y, unlabeled, rounds=1)
+        view = fit()
+        echo = self_train(view, x, y, unlabeled, rounds=1, partner=1e3 * view.logits(unlabeled))
+        np.testing.assert_array_equal(echo.rw, alone.rw)
+        taught = self_train(fit(), x, y, unlabeled, rounds=1, partner=2.0 * truth - 1)
+        gains.append(accuracy(taught.logits(x_test), y_test) - accuracy(alone.logits(x_test), y_test))
+    assert min(gains) >= 0 and np.mean(gains) > 0.02, gains
+
+
 def test_the_mix_picks_the_view_that_knows_and_ignores_noise():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 400)
