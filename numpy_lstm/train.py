@@ -16,7 +16,7 @@ from .errors import NumpyLSTMError
 from .fileio import WriteError, make_dirs
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
-from .ngrams import fit_two_views, save_ngrams
+from .ngrams import TwoViews, accuracy, fit_two_views, save_ngrams
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .prepare import batch_order, load_test_set, prepare_data
 from .progress import ProgressBar, format_metrics
@@ -291,6 +291,9 @@ def finish(run, config, model, vocab, x_val, y_val, states, say, extra):
     val_loss, val_accuracy = evaluate(model, x_val, y_val)
     test = load_test_set(config, vocab)
     test_loss, test_accuracy = evaluate(model, *test) if test is not None else (None, None)
+    if test is not None and isinstance(model, TwoViews):   # what each view gives alone, reported, not used
+        extra = {**extra, "test_accuracy_lstm": evaluate(model.model, *test)[1],
+                 "test_accuracy_ngrams": accuracy(model.view.logits(test[0]), test[1])}
     metrics = {
         "recipe": config.recipe, "seed": config.seed,
         "val_accuracy": val_accuracy, "val_loss": val_loss, "val_n": int(len(y_val)),

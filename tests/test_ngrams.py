@@ -21,7 +21,7 @@ from numpy_lstm.ngrams import (
     self_train,
     view_loss,
 )
-from numpy_lstm.prepare import encode
+from numpy_lstm.prepare import encode, load_test_set
 from numpy_lstm.rundir import RunDir
 from numpy_lstm.text import pad_sequences
 from tests.test_cli import TINY, write_tree
@@ -202,6 +202,9 @@ def test_train_with_ngrams_writes_the_view_and_its_metrics(ngram_run, tree):
     model, vocab, config = RunDir(ngram_run).load_model()
     assert isinstance(model, TwoViews) and model.view.n == 2
     assert list(model.mix) == metrics["mix"]
+    x_test, y_test = load_test_set(config, vocab)   # each view alone, as reported
+    assert metrics["test_accuracy_lstm"] == pytest.approx(np.mean((model.model.predict(x_test) > 0.5) == y_test))
+    assert metrics["test_accuracy_ngrams"] == pytest.approx(np.mean((model.view.logits(x_test) > 0) == y_test))
     code, stdout, err = run_cli("predict", ngram_run, "a wonderful superb film", "an awful boring mess")
     assert code == 0, err
     assert [line.split("\t")[1] for line in stdout.strip().splitlines()] == ["positive", "negative"]
