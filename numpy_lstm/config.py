@@ -196,11 +196,11 @@ RECIPES = {
               "lr": 1e-3, "patience": 4},
     "semi": {"val_split": 0.1, "val_groups": "film", "unlabeled": True, "keep_negations": True, "vocab_size": 5000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,
-             "units": 64, "dropout": 0.3, "epochs": 30, "lr": 1e-3, "patience": 4},
+             "units": 64, "dropout": 0.3, "epochs": 30, "lr": 1e-3, "patience": 4, "ngrams": 2, "self_train": 1},
     "full": {"per_class": None, "val_split": 0.1, "val_groups": "film", "keep_negations": True, "vocab_size": 20000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,
              "units": 64, "bidirectional": True, "pooling": "max", "dropout": 0.5, "epochs": 3, "lr": 2e-3,
-             "lr_schedule": "linear", "patience": 2},
+             "lr_schedule": "linear", "patience": 2, "ngrams": 2, "ngram_l2": 1e-4},
 }
 
 
