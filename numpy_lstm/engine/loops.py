@@ -152,7 +152,7 @@ def backward_rows(dout, cache):
     element-wise ops, before the block's steps run (`gate_factors`, then `bptt_block`). The
     step's one matmul is recurrent_kernel (H, 4H) @ dz_t (4H, B) = dh_{t-1}; what does not feed
     the recurrence waits for the end of the block, where the block's dz_t, side by side, make
-    dx = kernel @ dz and the weight gradients in one matmul each (`WeightGradients`). Arrays are
+    dx = kernel @ dz and the weight gradients in one matmul each (`StepColumns`). Arrays are
     batch-last, as in the forward loop; dx is kept (E, T, B), each feature's (T, B) values one
     block, as Embedding's backward reads them. dz overwrites the gates.
     """
@@ -184,13 +184,13 @@ def backward_rows(dout, cache):
                np.empty((steps, H, B), dtype))
     # dc, dc * f for masked steps, dh_{t-1} for masked steps
     work = (np.empty((H, B), dtype), np.empty((H, B), dtype), np.empty((H, B), dtype))
-    sums = WeightGradients(E, H, B, steps, dtype)
+    sums = StepColumns(cache.kernel, dx, H, max(steps, block_steps(T, B)))
     for hi in range(T, t0, -steps):
         lo = max(t0, hi - steps)
         block = gate_factors(gates[lo:hi], c[lo:hi], tanh_c[lo:hi], factors)
         bptt_block(lo, hi, block, dh, dc_next, dh_seq, dz, cache.recurrent_kernel, keep, plan, work)
-        dz_cols = sums.add(xh[lo:hi], dz[lo:hi])
-        np.matmul(cache.kernel, dz_cols, out=dx[:, lo:hi].reshape(E, -1))     # dx_t = kernel @ dz_t
+        sums.add(lo, xh[lo:hi], dz[lo:hi])
+    sums.flush()
     if dh_seq is not None:
         for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
             dh += dh_seq[t]
@@ -273,38 +273,57 @@ def bptt_block(lo, hi, block, dh, dc_next, dh_seq, dz, recurrent_kernel, keep, p
             np.copyto(dh, dh_prev, where=m)
 
 
-class WeightGradients:
-    """The sums over time of the weight gradients, added up a block of steps at a time.
+class StepColumns:
+    """What backward derives from dz_t outside the recurrence, a run of steps at a time:
+    dx_t = kernel @ dz_t, and the weight gradients.
 
     The weights are shared across time, so their gradients are sums over all steps and
     rows: [dkernel; dbias; drecurrent_kernel] = sum_t [x_t; 1; h_{t-1}] @ dz_t.T. dweights_t
-    (4H, E + 1 + H), its transpose, adds up sum_t dz_t @ [x_t; 1; h_{t-1}].T a block of
-    steps at a time, while xh and dz are in cache, as one matmul over the block's
-    steps * B columns: both are first copied to (features, steps, B), so that those
-    columns sit side by side. (A matmul per step sums over B columns only, and one over
-    all T * B columns at the end needs both arrays copied whole: slower, both measured.)
+    (4H, E + 1 + H), its transpose, adds up sum_t dz_t @ [x_t; 1; h_{t-1}].T over a run of up
+    to `steps` steps, while xh and dz are in cache, as one matmul over the run's steps * B
+    columns: both are first copied to (features, steps, B), so that those columns sit side by
+    side; the same dz columns give the run's dx in one matmul. The runs are longer than the
+    backward's blocks of gate factors at many units (those stay within the cache, one step at
+    H = 1024), since a matmul over a few columns writes all of dweights_t for little work.
+    (A matmul per step sums over B columns only, and one over all T * B columns at the end
+    needs both arrays copied whole: slower, both measured.)
     """
 
-    def __init__(self, E, H, B, steps, dtype):
-        self.E, self.H = E, H
+    def __init__(self, kernel, dx, H, steps):
+        E, _, B = dx.shape
+        dtype = dx.dtype
+        self.kernel, self.dx, self.E = kernel, dx, E
         self.dweights_t = np.zeros((4 * H, E + 1 + H), dtype)
         self.xh_cols = np.empty((E + 1 + H, steps, B), dtype)
         self.dz_cols = np.empty((4 * H, steps, B), dtype)
+        self.lo = self.hi = None      # the steps held, at the end of the buffers
 
-    def add(self, xh, dz):
-        """Add a block's sum_t dz_t @ xh_t.T: xh (n, E + 1 + H, B), dz (n, 4H, B).
+    def add(self, lo, xh, dz):
+        """Take in the steps lo .. lo + n - 1: xh (n, E + 1 + H, B), dz (n, 4H, B). Steps come
+        in backward order, each run right before the one held."""
+        n, steps = len(xh), self.xh_cols.shape[1]
+        if self.lo is not None and self.hi - self.lo + n > steps:
+            self.flush()
+        if self.lo is None:
+            self.hi = lo + n
+        self.lo = lo
+        at = steps - (self.hi - lo)
+        np.copyto(self.xh_cols[:, at:at + n], xh.transpose(1, 0, 2))
+        np.copyto(self.dz_cols[:, at:at + n], dz.transpose(1, 0, 2))
 
-        Returns the block's dz side by side, (4H, n * B), for the caller's dx."""
-        n = len(xh)
-        x_blk, dz_blk = self.xh_cols[:, :n], self.dz_cols[:, :n]
-        np.copyto(x_blk, xh.transpose(1, 0, 2))
-        np.copyto(dz_blk, dz.transpose(1, 0, 2))
-        dz_blk = dz_blk.reshape(len(dz_blk), -1)
-        self.dweights_t += np.matmul(dz_blk, x_blk.reshape(len(x_blk), -1).T)
-        return dz_blk
+    def flush(self):
+        """The matmuls of the steps held: dx_t for them, their share of the weight gradients."""
+        if self.lo is None:
+            return
+        at = self.xh_cols.shape[1] - (self.hi - self.lo)
+        dz = self.dz_cols[:, at:].reshape(len(self.dz_cols), -1)
+        xh = self.xh_cols[:, at:].reshape(len(self.xh_cols), -1)
+        self.dweights_t += np.matmul(dz, xh.T)
+        np.matmul(self.kernel, dz, out=self.dx[:, self.lo:self.hi].reshape(self.E, -1))
+        self.lo = self.hi = None
 
     def result(self):
-        """(dkernel (E, 4H), drecurrent_kernel (H, 4H), dbias (4H,))."""
+        """(dkernel (E, 4H), drecurrent_kernel (H, 4H), dbias (4H,)), once all steps are flushed."""
         E = self.E
         dweights = self.dweights_t.T.copy()
         return dweights[:E], dweights[E + 1:], dweights[E]
