@@ -147,3 +147,29 @@ def tiny_blocks(monkeypatch):
     monkeypatch.setattr(loops, "_BACKWARD_BLOCK", 2 * 8 * 6 * 4)  # 2 steps of 8 rows at H = 4, 1 of 16
     yield
     set_num_threads(None)
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("recurrent_dropout", [0.0, 0.4])
+def test_batch_first_step_matmuls_equal_reference(monkeypatch, fresh_workers, cores, masked, return_sequences,
+                                                  recurrent_dropout):
+    """The steps' matmuls batch-first (loops.batch_first_step, for many units), here at every size."""
+    monkeypatch.setattr(loops, "BATCH_FIRST_MIN_BYTES", 0)
+    set_num_threads(cores)
+    B, T, E, H = 16, 7, 3, 4
+    assert loops.batch_first_step(H, B, np.float64)
+    fast, ref = (LSTM(E, H, np.random.default_rng(0), return_sequences, np.float64, recurrent_dropout,
+                      implementation=impl) for impl in ("fast", "reference"))
+    rng = np.random.default_rng(1)
+    for a, b in zip(fast.weights, ref.weights):
+        a[...] = rng.normal(size=a.shape) * 0.3
+        b[...] = a
+    x, mask, state, dout = case(B, T, E, H, return_sequences, masked)
+    results = []
+    for layer in (fast, ref):
+        out, cache = layer.forward(x, mask, state, np.random.default_rng(5) if recurrent_dropout else None)
+        dx, (dh0, dc0), grads = layer.backward(dout, cache)
+        results.append([out, dx, dh0, dc0] + grads)
+    assert_equal_to_reference(*results)
