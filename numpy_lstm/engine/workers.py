@@ -14,10 +14,11 @@ at one thread so that its threads and our processes do not fight over the cores,
 numbers are flushed to zero (`fpu`: the gradients of a long backward pass decay through
 the subnormal range, where Intel CPUs take a slow path for every operation).
 
-At many units the step's (4H, H) @ (H, B) matmul dominates, and rows split over processes would
-make each core read all of the recurrent weights on every step (16 MB in float32 at H = 1024,
-more than the caches): one process then runs the whole batch with BLAS's threads on its matmuls.
-And a batch too small to split runs in one process, with BLAS at one thread. `plan_cores` chooses.
+The rows are split at every H: BLAS's threads share only the matmuls (the element-wise work,
+a third of the time at H = 256, stays on one core) and, on a machine whose other jobs keep a
+core busy, they wait for each other on every call (measured below, `plan_cores`). A batch too
+small to split runs in one process, with BLAS's threads at many units and one thread at few.
+`plan_cores` chooses.
 
 Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
 the calling process), ignore Ctrl-C and SIGTERM (the parent handles them) and exit when the parent
@@ -60,7 +61,7 @@ from .mailbox import Mailbox, is_large, room
 
 MAX_DEFAULT_THREADS = 4
 MIN_ROWS_PER_PART = 8     # fewer rows than this per part and the split costs more than it gains
-BLAS_THREADS_MIN_UNITS = 256   # from this many units on, one process and BLAS's threads
+BLAS_THREADS_MIN_UNITS = 256   # a batch too small to split, from this many units on: BLAS's threads
 
 _num_threads = None          # set by set_num_threads; None means "from the environment"
 _blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's, loaded above
@@ -148,20 +149,26 @@ def blas_threads(n):
 def plan_cores(rows, units, cores=None):
     """(parts, blas_threads): how an LSTM of `units` H runs a batch of `rows` B on `cores`.
 
-    - H >= BLAS_THREADS_MIN_UNITS: one part, BLAS on every core. The step's matmul reads all
-      4H^2 recurrent weights for 8H^2 B flops: one process reads them once per step and BLAS's
-      threads share the work, where parts would each read them all.
-    - otherwise, B >= 2 * MIN_ROWS_PER_PART: the rows cut into up to `cores` parts of at least
-      MIN_ROWS_PER_PART, one process each, BLAS at one thread (its threads do not pay on the
-      small matrices of few units, and would fight the processes for the cores).
+    - B >= 2 * MIN_ROWS_PER_PART: the rows cut into up to `cores` parts of at least
+      MIN_ROWS_PER_PART, one process each, BLAS at one thread (its threads would fight the
+      processes for the cores).
+    - otherwise, H >= BLAS_THREADS_MIN_UNITS: one part, BLAS on every core.
     - otherwise (a small batch of few units: one review, say): one part, BLAS at one thread, no
       worker forked.
     cores: default get_num_threads().
+
+    Until issue 15's last changes H >= 256 always ran in one process with BLAS's threads (one
+    process reads the recurrent weights once a step). On the busy AMD EPYC host here (load 4-5 on
+    2 CPUs), forward + backward on 2 cores, BLAS's 2 threads against rows over 2 processes
+    (interleaved runs): (64, 100, 32, 256) 1.59-1.86 s against 0.37-0.68 s, (64, 100, 256, 512)
+    6.6-10.2 s against 1.6-2.5 s, (16, 100, 512, 1024) 4.2-7.8 s against 3.7-4.5 s (one core:
+    0.45-0.54, 2.0-2.2, 2.4-2.8 s).
     """
     cores = get_num_threads() if cores is None else cores
-    if units >= BLAS_THREADS_MIN_UNITS:
-        return 1, cores
-    return max(1, min(cores, rows // MIN_ROWS_PER_PART)), 1
+    parts = max(1, min(cores, rows // MIN_ROWS_PER_PART))
+    if parts > 1 or units < BLAS_THREADS_MIN_UNITS:
+        return parts, 1
+    return 1, cores
 
 
 def split_rows(rows, parts=None):
