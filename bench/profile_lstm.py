@@ -1,6 +1,7 @@
-"""Where the LSTM's time goes, by kind of NumPy call, at the tutorial's shapes, on one thread.
+"""Where the LSTM's time goes, by kind of NumPy call, at the tutorial's shapes or any, on one thread.
 
     PYTHONPATH=. python bench/profile_lstm.py [--rev GIT_REVISION] [--repeats N] [--batch B]
+    PYTHONPATH=. python bench/profile_lstm.py --shape B,T,E,H [--cores N]
 
 Every `np.<function>` that the LSTM's loops (numpy_lstm/engine/loops.py, rows.py) and
 numpy_lstm/layers.py call is wrapped in a timer (each module's `np` is swapped for a proxy), so
@@ -9,7 +10,9 @@ and one Embedding backward. In-place operators (`z += a`) and Python's own work 
 through `np`: they are the "other" line. With --rev, the numpy_lstm package of that git revision
 is profiled instead (for the before / after in bench/README.md): the script runs again on a copy
 of it (before the engine moved out of layers.py, layers.py held all of it).
-Thread count 1, so the timers do not overlap.
+Thread count 1, so the timers do not overlap; --cores N gives the engine N cores instead, which
+profiles the shapes it runs in one process with BLAS's threads (the parts that worker processes
+run are not seen). Each line also counts its calls, per time step of forward + backward.
 """
 import argparse
 import collections
@@ -54,7 +57,16 @@ def _timer(fn, name, totals):
             return fn(*args, **kwargs)
         finally:
             totals[name] += time.perf_counter() - start
+            totals.calls[name] += 1
     return timed
+
+
+class Totals(collections.Counter):
+    """Seconds by name, and in .calls the number of calls by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = collections.Counter()
 
 
 def timed_modules():
@@ -95,13 +107,17 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64,
                         help="rows (default 64; 32 is what each core runs on 2 cores)")
+    parser.add_argument("--shape", help="B,T,E,H instead of the tutorial's (--batch),500,32,100")
+    parser.add_argument("--cores", type=int, default=1, help="the engine's cores (default 1)")
     parser.add_argument("--label", default="working tree", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rev:
-        return run_at_revision(args.rev, ["--repeats", str(args.repeats), "--batch", str(args.batch)])
-    numpy_lstm.set_num_threads(1)
+        return run_at_revision(args.rev, ["--repeats", str(args.repeats), "--batch", str(args.batch),
+                                          "--cores", str(args.cores)] + (["--shape", args.shape] * bool(args.shape)))
+    numpy_lstm.set_num_threads(args.cores)
     modules = timed_modules()
-    B, T, E, H, V = args.batch, 500, 32, 100, 500
+    B, T, E, H = map(int, args.shape.split(",")) if args.shape else (args.batch, 500, 32, 100)
+    V = 500
     rng = np.random.default_rng(0)
     lstm = numpy_lstm.LSTM(E, H, rng)
     emb = numpy_lstm.Embedding(V, E, rng)
@@ -124,7 +140,7 @@ def main():
     with blas_threads(1):
         step()                                   # warm-up, untimed
         for _ in range(args.repeats):
-            totals = collections.Counter()
+            totals = Totals()
             for module in modules:
                 module.np = TimedNumpy(totals)
             start = time.perf_counter()
@@ -136,11 +152,14 @@ def main():
             runs.append((wall, totals, dict(phases)))
     wall, totals, phase = sorted(runs, key=lambda r: r[0])[len(runs) // 2]   # the median run
     print(f"numpy_lstm of {args.label}: Embedding + LSTM forward + backward, batch {B}, {T} steps, "
-          f"{E} -> {H}, float32, 1 thread; median of {args.repeats}: {1000 * wall:.0f} ms "
-          f"(LSTM forward {1000 * phase['LSTM forward']:.0f}, backward "
+          f"{E} -> {H}, float32, {args.cores} core{'s' * (args.cores > 1)}; median of {args.repeats}: "
+          f"{1000 * wall:.0f} ms (LSTM forward {1000 * phase['LSTM forward']:.0f}, backward "
           f"{1000 * phase['LSTM backward']:.0f})")
+    print(f"  {'':<38} {'ms':>8} {'share':>6} {'calls per step':>15}")
     for name, seconds in totals.most_common():
-        print(f"  {name:<38} {1000 * seconds:8.1f} ms {100 * seconds / wall:5.1f}%")
+        per_step = f"{totals.calls[name] / T:15.1f}" if name in totals.calls else ""
+        print(f"  {name:<38} {1000 * seconds:8.1f} {100 * seconds / wall:5.1f}% {per_step}")
+    print(f"  {'all np calls':<38} {'':>8} {'':>6} {sum(totals.calls.values()) / T:15.1f}")
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ def main(argv=None):
     elif extra:
         parser.error("unrecognized arguments: " + " ".join(extra))
     try:
-        start_workers()                # before any data is loaded: see start_workers
+        if args.command != "predict":  # a few reviews run on one core: no worker to fork
+            start_workers()            # before any data is loaded: see start_workers
         if args.command == "train":
             cmd_train(args)
         elif args.command == "predict":

@@ -1,10 +1,12 @@
 """The fast LSTM engine, behind two functions: `lstm_forward` and `lstm_backward`.
 
 It computes what `numpy_lstm.reference` computes (and is tested against it in float64), faster:
-the batch rows are cut into parts, one per core (`rows`); this process runs the first part and
-worker processes the others (`workers`), each the whole time loop on its own rows (`loops`), with
-subnormals flushed to zero meanwhile (`fpu`). Rows never interact, so the split changes no
-output.
+the time loops run laid out for speed (`loops`), with subnormals flushed to zero meanwhile (`fpu`),
+on the cores as the shape asks (`strategy`, `workers.plan_cores`): a batch of 16 rows or more is
+cut into parts of rows, one per core (`rows`), this process running the first part and worker
+processes the others (`workers`), each the whole time loop on its own rows; a smaller batch runs
+in one process, with BLAS's threads on the matmuls at many units, on one core at few.
+Rows never interact, so the split changes no output.
 
 Layout, as in Keras: kernel (E, 4H), recurrent_kernel (H, 4H), bias (4H,), gate blocks i, f, c, o.
 Shapes: B batch rows, T time steps, E input features, H units.
@@ -16,8 +18,8 @@ from .loops import SpareArrays
 from .rows import batch_parts, gather_rows, take_rows
 from .workers import WorkerLost, get_num_threads, set_num_threads, start_workers
 
-__all__ = ["WorkerLost", "Workspace", "get_num_threads", "lstm_backward", "lstm_forward", "set_num_threads",
-           "start_workers"]
+__all__ = ["WorkerLost", "Workspace", "get_num_threads", "lstm_backward", "lstm_forward",
+           "set_num_threads", "start_workers", "strategy"]
 
 
 class Workspace:
@@ -31,9 +33,14 @@ class Workspace:
 
 
 def strategy(B, H, cores=None):
-    """How a batch of B rows and H units runs on `cores` (default get_num_threads()): a phrase."""
-    parts = len(workers.split_rows(B, cores))
-    return "one process" if parts == 1 else f"rows split over {parts} processes"
+    """How a batch of B rows and H units runs on `cores` (default get_num_threads()), in words:
+    "rows split over n processes", "one process, BLAS n threads" or "one process, one thread"
+    (`workers.plan_cores`; where fork is refused, the parts run one after another in this
+    process, split the same way; off Linux, in one part)."""
+    parts, blas = workers.plan_cores(B, H, cores)
+    if parts > 1:
+        return f"rows split over {parts} processes"
+    return f"one process, BLAS {blas} threads" if blas > 1 else "one process, one thread"
 
 
 def lstm_forward(weights, x, mask, initial_state, keep, return_sequences, workspace):
@@ -42,16 +49,18 @@ def lstm_forward(weights, x, mask, initial_state, keep, return_sequences, worksp
     weights: [kernel, recurrent_kernel, bias]; x (B, T, E); mask bool (B, T) or None;
     initial_state (h0 (B, H), c0 (B, H)) or None for zeros; keep (B, H): recurrent dropout's
     scaled keep mask, multiplying h_{t-1} where the recurrent matmul reads it, or None;
-    workspace: the layer's `Workspace`. out is h_T (B, H) (h0 when T = 0), or every state
-    (B, T, H) with return_sequences. With a pre-padding mask the rows are dealt out to the parts
-    in order of length, so that every part gets a similar mix of short and long sequences.
+    workspace: the layer's `Workspace`. The cores are used as `strategy` says. out is h_T (B, H)
+    (h0 when T = 0), or every state (B, T, H) with return_sequences. With a pre-padding mask the
+    rows are dealt out to the parts in order of length, so that every part gets a similar mix of
+    short and long sequences.
     """
     x = np.asarray(x)
-    parts = batch_parts(workers.split_rows(x.shape[0]), mask)
+    parts, blas = workers.plan_cores(x.shape[0], weights[1].shape[0])
+    parts = batch_parts(workers.split_rows(x.shape[0], parts), mask)
     inputs = [(take_rows(x, p), take_rows(mask, p), None if initial_state is None else
                (take_rows(initial_state[0], p), take_rows(initial_state[1], p)), take_rows(keep, p))
               for p in parts]
-    results = workers.forward_parts(weights, return_sequences, inputs, workspace.key, workspace.spare)
+    results = workers.forward_parts(weights, return_sequences, inputs, workspace.key, workspace.spare, blas)
     out = gather_rows(parts, [out for out, _ in results])
     return out, (parts, [cache for _, cache in results])
 
@@ -65,7 +74,8 @@ def lstm_backward(dout, cache):
     """
     parts, caches = cache
     dout = np.asarray(dout)
-    results = workers.backward_parts([take_rows(dout, p) for p in parts], caches)
+    _, blas = workers.plan_cores(dout.shape[0], dout.shape[-1])    # B and H: as in forward
+    results = workers.backward_parts([take_rows(dout, p) for p in parts], caches, blas)
     dx = gather_rows(parts, [r[0] for r in results])
     dh0 = gather_rows(parts, [r[1][0] for r in results])
     dc0 = gather_rows(parts, [r[1][1] for r in results])

@@ -1,17 +1,24 @@
-"""How the LSTM uses several cores: batch rows shared out to worker processes, OpenBLAS held at one.
+"""How the LSTM uses several cores: batch rows shared out to worker processes, or BLAS's threads.
 
-The recurrence is a chain of small matmuls and element-wise ops. OpenBLAS's threads do not pay on
-matrices that small (they often make them slower, and much slower on a busy machine), while the
-rows of a batch are independent. So the engine cuts the batch into parts (`split_rows`), runs the
+The recurrence is a chain of matmuls and element-wise ops. At few units (H up to about 200) they
+are small: BLAS's threads do not pay on them (they often make them slower, and much slower on a
+busy machine), while the rows of a batch are independent. So when the batch is large enough,
+the engine cuts it into parts (`split_rows`), runs the
 first part itself and sends each other part, with the layer's weights, to a worker process, which
 runs the whole time loop on those rows (`loops.forward_rows`) and keeps their cache until the
 backward pass (`forward_parts`, `backward_parts`).
 Processes, not threads: at the tutorial's shapes most NumPy calls take a few microseconds, and
 two threads spend much of that waiting for each other's interpreter lock (measured: 1.1-1.2x
-with two threads, against 1.6x and more with two processes). While a part runs, OpenBLAS is held
+with two threads, against 1.6x and more with two processes). While parts run, BLAS is held
 at one thread so that its threads and our processes do not fight over the cores, and subnormal
 numbers are flushed to zero (`fpu`: the gradients of a long backward pass decay through
 the subnormal range, where Intel CPUs take a slow path for every operation).
+
+The rows are split at every H: BLAS's threads share only the matmuls (the element-wise work,
+a third of the time at H = 256, stays on one core) and, on a machine whose other jobs keep a
+core busy, they wait for each other on every call (measured below, `plan_cores`). A batch too
+small to split runs in one process, with BLAS's threads at many units and one thread at few.
+`plan_cores` chooses.
 
 Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
 the calling process), ignore Ctrl-C and SIGTERM (the parent handles them) and exit when the parent
@@ -24,15 +31,15 @@ one caller at a time: run LSTMs from one thread of a process.
 
 The core count is `set_num_threads(n)` (the name PyTorch uses), else the environment variable
 NUMPY_LSTM_THREADS, else the number of CPUs this process may use, capped at
-`MAX_DEFAULT_THREADS`. n cores means the calling process and n - 1 workers.
+`MAX_DEFAULT_THREADS`. n cores means the calling process and up to n - 1 workers, or BLAS at n
+threads (`plan_cores`).
 
-OpenBLAS is reached through ctypes, by the `*openblas_set_num_threads*` symbol of the copy that
-NumPy has loaded. When none is found (another BLAS, or a renamed symbol) the helpers do nothing and
-`blas_thread_control()` is False; results are the same, only the timings differ.
+The BLAS that NumPy loaded is reached through threadpoolctl (OpenBLAS, MKL or BLIS). Where it
+finds none, the helpers do nothing and `blas_thread_control()` is False; results are the same,
+only the timings differ.
 """
 import atexit
 import contextlib
-import ctypes
 import itertools
 import multiprocessing
 import multiprocessing.reduction
@@ -45,6 +52,7 @@ import threading
 import weakref
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from ..errors import NumpyLSTMError
 from . import loops
@@ -53,55 +61,28 @@ from .mailbox import Mailbox, is_large, room
 
 MAX_DEFAULT_THREADS = 4
 MIN_ROWS_PER_PART = 8     # fewer rows than this per part and the split costs more than it gains
-
-_SET_NAMES = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-              "openblas_set_num_threads64_", "openblas_set_num_threads")
-_GET_NAMES = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-              "openblas_get_num_threads64_", "openblas_get_num_threads")
+BLAS_THREADS_MIN_UNITS = 256   # a batch too small to split, from this many units on: BLAS's threads
 
 _num_threads = None          # set by set_num_threads; None means "from the environment"
+_blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's, loaded above
 _blas_lock = threading.Lock()
-_blas_holders = 0            # how many callers currently hold OpenBLAS at a fixed count
-_blas_saved = None           # OpenBLAS's thread count before the first of them
-
-
-def _find_openblas():
-    """(set_num_threads, get_num_threads) of the OpenBLAS that NumPy loaded, or (None, None)."""
-    import numpy  # noqa: F401  (make sure NumPy, and so its BLAS, is loaded)
-    paths = []
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.rsplit(None, 1)[-1]
-                if "openblas" in os.path.basename(path).lower() and path not in paths:
-                    paths.append(path)
-    except OSError:  # not Linux: look the symbols up in what the process has already loaded
-        paths = [None]
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        setter = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
-        getter = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
-        if setter is not None and getter is not None:
-            setter.argtypes, setter.restype = [ctypes.c_int], None
-            getter.argtypes, getter.restype = [], ctypes.c_int
-            return setter, getter
-    return None, None
-
-
-_blas_set, _blas_get = _find_openblas()
+_blas_holders = 0            # how many callers currently hold BLAS at a fixed count
+_blas_saved = None           # BLAS's thread count before the first of them
 
 
 def blas_thread_control():
-    """True when OpenBLAS's thread count can be read and set from here."""
-    return _blas_set is not None
+    """True when BLAS's thread count can be read and set from here."""
+    return bool(_blas)
 
 
 def get_blas_threads():
-    """OpenBLAS's current thread count, or None when it cannot be read."""
-    return _blas_get() if _blas_get is not None else None
+    """BLAS's current thread count, or None when it cannot be read."""
+    return _blas[0].get_num_threads() if _blas else None
+
+
+def _set_blas_threads(n):
+    for lib in _blas:
+        lib.set_num_threads(n)
 
 
 def _default_threads():
@@ -141,31 +122,58 @@ def set_num_threads(n):
 
 @contextlib.contextmanager
 def blas_threads(n):
-    """Hold OpenBLAS at n threads inside the block, then restore the count found at entry.
+    """Hold BLAS at n threads inside the block, then restore the count found at entry.
 
     Nested or concurrent blocks share one saved value: the first to enter saves it and the last
-    to leave restores it. OpenBLAS's setting is process-wide.
+    to leave restores it (a nested block's own count holds until then). BLAS's setting is
+    process-wide.
     """
     global _blas_holders, _blas_saved
-    if _blas_set is None:
+    if not _blas:
         yield
         return
     with _blas_lock:
         if _blas_holders == 0:
-            _blas_saved = _blas_get()
+            _blas_saved = get_blas_threads()
         _blas_holders += 1
-        _blas_set(n)
+        _set_blas_threads(n)
     try:
         yield
     finally:
         with _blas_lock:
             _blas_holders -= 1
             if _blas_holders == 0:
-                _blas_set(_blas_saved)
+                _set_blas_threads(_blas_saved)
+
+
+def plan_cores(rows, units, cores=None):
+    """(parts, blas_threads): how an LSTM of `units` H runs a batch of `rows` B on `cores`.
+
+    - B >= 2 * MIN_ROWS_PER_PART: the rows cut into up to `cores` parts of at least
+      MIN_ROWS_PER_PART, one process each, BLAS at one thread (its threads would fight the
+      processes for the cores).
+    - otherwise, H >= BLAS_THREADS_MIN_UNITS: one part, BLAS on every core.
+    - otherwise (a small batch of few units: one review, say): one part, BLAS at one thread, no
+      worker forked.
+    cores: default get_num_threads().
+
+    Until issue 15's last changes H >= 256 always ran in one process with BLAS's threads (one
+    process reads the recurrent weights once a step). On the busy AMD EPYC host here (load 4-5 on
+    2 CPUs), forward + backward on 2 cores, BLAS's 2 threads against rows over 2 processes
+    (interleaved runs): (64, 100, 32, 256) 1.59-1.86 s against 0.37-0.68 s, (64, 100, 256, 512)
+    6.6-10.2 s against 1.6-2.5 s, (16, 100, 512, 1024) 4.2-7.8 s against 3.7-4.5 s (one core:
+    0.45-0.54, 2.0-2.2, 2.4-2.8 s).
+    """
+    cores = get_num_threads() if cores is None else cores
+    parts = max(1, min(cores, rows // MIN_ROWS_PER_PART))
+    if parts > 1 or units < BLAS_THREADS_MIN_UNITS:
+        return parts, 1
+    return 1, cores
 
 
 def split_rows(rows, parts=None):
-    """Cut range(rows) into contiguous (start, stop) slices, one per core, sizes within one."""
+    """Cut range(rows) into contiguous (start, stop) slices, up to `parts` (default one per
+    core) of at least MIN_ROWS_PER_PART rows, sizes within one."""
     parts = get_num_threads() if parts is None else parts
     parts = max(1, min(parts, rows // MIN_ROWS_PER_PART))
     parts = 1 + len(_usable_workers(parts - 1))
@@ -344,11 +352,12 @@ class RemoteCache:
 _tokens = itertools.count()
 
 
-def forward_parts(weights, return_sequences, inputs, key, spare):
+def forward_parts(weights, return_sequences, inputs, key, spare, blas=1):
     """loops.forward_rows on each part: the first here, the others in workers.
 
     weights: [kernel, recurrent_kernel, bias]; inputs: one (x, mask, initial_state, keep) per
-    part; key: the layer's `new_layer_key`; spare: its SpareArrays, for the part run here.
+    part; key: the layer's `new_layer_key`; spare: its SpareArrays, for the part run here;
+    blas: BLAS's threads for that part (workers run theirs at one).
     Returns [(out, cache)]: the caches of the workers' parts are RemoteCache handles.
     """
     workers = _usable_workers(len(inputs) - 1)
@@ -358,7 +367,7 @@ def forward_parts(weights, return_sequences, inputs, key, spare):
             token = next(_tokens)
             worker.request("forward", key, token, (weights, return_sequences), args)  # today's weights
             sent.append((worker, token))
-        with blas_threads(1), flush_subnormals():
+        with blas_threads(blas), flush_subnormals():
             results = [loops.forward_rows(weights, *inputs[0], return_sequences, spare)]
         results += [(worker.reply()[0], RemoteCache(worker, token)) for worker, token in sent]
     except BaseException:      # replies may be left in a pipe: start afresh
@@ -367,8 +376,9 @@ def forward_parts(weights, return_sequences, inputs, key, spare):
     return results
 
 
-def backward_parts(douts, caches):
-    """loops.backward_rows(dout, cache) for each part, each where its forward ran."""
+def backward_parts(douts, caches, blas=1):
+    """loops.backward_rows(dout, cache) for each part, each where its forward ran; blas: BLAS's
+    threads for the part run here."""
     remote = list(zip(douts[1:], caches[1:]))
     if any(cache.worker not in _workers for _, cache in remote):
         raise ValueError("this LSTM cache was lost when its worker restarted: run forward again")
@@ -376,7 +386,7 @@ def backward_parts(douts, caches):
         for dout, cache in remote:
             cache.worker.request("backward", None, cache.token, None, (dout,))
             cache.spend()
-        with blas_threads(1), flush_subnormals():
+        with blas_threads(blas), flush_subnormals():
             results = [loops.backward_rows(douts[0], caches[0])]
         results += [cache.worker.reply() for _, cache in remote]
     except BaseException:      # replies may be left in a pipe: start afresh
@@ -393,8 +403,7 @@ def _serve(conn, parents_end):
     _workers.clear()
     for signum in (signal.SIGINT, signal.SIGTERM):     # sent to the whole group: the parent's to handle
         signal.signal(signum, signal.SIG_IGN)
-    if _blas_set is not None:
-        _blas_set(1)
+    _set_blas_threads(1)
     spares, caches = {}, {}      # each layer's spare arrays (by key), each part's cache (by token)
     mailbox = Mailbox()
     while True:

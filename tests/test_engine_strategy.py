@@ -1,0 +1,176 @@
+"""How the engine uses the cores by shape (workers.plan_cores, engine.strategy), and that each way
+computes what reference.py computes in float64: rows over processes, one process with BLAS's
+threads, one process on one core with no worker forked; and the loops' blocks of steps."""
+import numpy as np
+import pytest
+
+from numpy_lstm import LSTM, engine, set_num_threads
+from numpy_lstm.engine import loops, workers
+
+TOL = {"rtol": 1e-10, "atol": 1e-12}
+
+
+@pytest.fixture
+def fresh_workers():
+    """No worker at the start of the test, none left after it, the default core count after it."""
+    workers._reset_workers()
+    yield
+    workers._reset_workers()
+    set_num_threads(None)
+
+
+def twins(E, H, return_sequences=False, seed=0):
+    """LSTM(implementation="fast") and ("reference"), float64, equal random weights and biases."""
+    fast, ref = (LSTM(E, H, np.random.default_rng(seed), return_sequences, np.float64, implementation=impl)
+                 for impl in ("fast", "reference"))
+    rng = np.random.default_rng(seed + 1)
+    for a, b in zip(fast.weights, ref.weights):
+        a[...] = rng.normal(size=a.shape) * 0.3
+        b[...] = a
+    return fast, ref
+
+
+def case(B, T, E, H, return_sequences, masked, seed=2):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(B, T, E))
+    state = (rng.normal(size=(B, H)), rng.normal(size=(B, H)))
+    mask = None
+    if masked:
+        lengths = rng.integers(0, T + 1, B)
+        lengths[0] = T
+        mask = np.arange(T)[None, :] >= (T - lengths)[:, None]          # pre-padding
+        mask[0, T // 2] = False                                           # and a hole
+    dout = rng.normal(size=(B, T, H) if return_sequences else (B, H))
+    return x, mask, state, dout
+
+
+def both(fast, ref, x, mask, state, dout):
+    """[out, dx, dh0, dc0, dkernel, drecurrent, dbias] of each."""
+    results = []
+    for layer in (fast, ref):
+        out, cache = layer.forward(x, mask, state)
+        dx, (dh0, dc0), grads = layer.backward(dout, cache)
+        results.append([out, dx, dh0, dc0] + grads)
+    return results
+
+
+def assert_equal_to_reference(got, expected):
+    for a, b in zip(got, expected):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, **TOL)
+
+
+@pytest.mark.parametrize("B, H, cores, plan, words", [
+    (1, 100, 2, (1, 1), "one process, one thread"),           # one review: no worker
+    (7, 100, 2, (1, 1), "one process, one thread"),
+    (15, 100, 2, (1, 1), "one process, one thread"),          # two parts would have under 8 rows
+    (16, 100, 2, (2, 1), "rows split over 2 processes"),
+    (256, 100, 2, (2, 1), "rows split over 2 processes"),
+    (64, 100, 4, (4, 1), "rows split over 4 processes"),
+    (64, 255, 2, (2, 1), "rows split over 2 processes"),
+    (64, 256, 2, (2, 1), "rows split over 2 processes"),      # many units: rows still
+    (16, 1024, 2, (2, 1), "rows split over 2 processes"),
+    (15, 1024, 2, (1, 2), "one process, BLAS 2 threads"),     # too few rows to split
+    (1, 1024, 2, (1, 2), "one process, BLAS 2 threads"),
+    (256, 100, 1, (1, 1), "one process, one thread"),
+    (16, 1024, 1, (1, 1), "one process, one thread"),
+])
+def test_the_strategy_for_a_shape_is_the_documented_one(fresh_workers, B, H, cores, plan, words):
+    assert workers.plan_cores(B, H, cores) == plan
+    assert engine.strategy(B, H, cores) == words
+    assert not workers._workers                     # choosing forks nothing
+
+
+@pytest.mark.parametrize("B", [1, 3, 7])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_small_batch_runs_here_without_forking(fresh_workers, B, return_sequences):
+    set_num_threads(2)
+    fast, ref = twins(4, 5, return_sequences)
+    got, expected = both(fast, ref, *case(B, 6, 4, 5, return_sequences, masked=True))
+    assert_equal_to_reference(got, expected)
+    assert not workers._workers
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_blas_threads_path_equals_reference(monkeypatch, fresh_workers, masked, return_sequences):
+    B, T, E, H = 3, 5, 4, workers.BLAS_THREADS_MIN_UNITS
+    set_num_threads(2)
+    seen = []
+    run_rows = loops.forward_rows
+
+    def watched(*args):                       # the BLAS threads that the part runs with
+        seen.append(workers.get_blas_threads())
+        return run_rows(*args)
+
+    monkeypatch.setattr(loops, "forward_rows", watched)
+    fast, ref = twins(E, H, return_sequences)
+    got, expected = both(fast, ref, *case(B, T, E, H, return_sequences, masked))
+    assert_equal_to_reference(got, expected)
+    assert not workers._workers               # one process
+    if workers.blas_thread_control():
+        assert seen == [2]
+
+
+def test_blas_threads_are_reached_through_threadpoolctl():
+    """NumPy's BLAS is found (this project's wheels bundle OpenBLAS), and its count can be held."""
+    assert workers.blas_thread_control()
+    before = workers.get_blas_threads()
+    with workers.blas_threads(1):
+        assert workers.get_blas_threads() == 1
+        with workers.blas_threads(2):
+            assert workers.get_blas_threads() == 2
+    assert workers.get_blas_threads() == before
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_many_blocks_of_steps_equal_reference(fresh_workers, tiny_blocks, cores, masked, return_sequences):
+    """Blocks of a few steps: the forward's input-part matmuls, the backward's gate-factor blocks
+    and its runs of dx / weight-gradient columns all end mid-sequence, at different steps."""
+    set_num_threads(cores)
+    B, T, E, H = 16, 13, 3, 4
+    fast, ref = twins(E, H, return_sequences)
+    x, mask, state, dout = case(B, T, E, H, return_sequences, masked)
+    got, expected = both(fast, ref, x, mask, state, dout)
+    assert_equal_to_reference(got, expected)
+    again, _ = both(fast, ref, x, mask, state, dout)
+    for a, b in zip(got, again):                # repeatable bit for bit
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """Blocks of 1-5 steps at B = 8 or 16 rows (16 rows cut in two parts), so one sequence has several;
+    workers forked in the test (fresh_workers) see them too."""
+    monkeypatch.setattr(loops, "BLOCK_COLUMNS", 40)             # 5 steps of 8 rows, 3 of 16
+    monkeypatch.setattr(loops, "_BACKWARD_BLOCK", 2 * 8 * 6 * 4)  # 2 steps of 8 rows at H = 4, 1 of 16
+    yield
+    set_num_threads(None)
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("recurrent_dropout", [0.0, 0.4])
+def test_batch_first_step_matmuls_equal_reference(monkeypatch, fresh_workers, cores, masked, return_sequences,
+                                                  recurrent_dropout):
+    """The steps' matmuls batch-first (loops.batch_first_step, for many units), here at every size."""
+    monkeypatch.setattr(loops, "BATCH_FIRST_MIN_BYTES", 0)
+    set_num_threads(cores)
+    B, T, E, H = 16, 7, 3, 4
+    assert loops.batch_first_step(H, B, np.float64)
+    fast, ref = (LSTM(E, H, np.random.default_rng(0), return_sequences, np.float64, recurrent_dropout,
+                      implementation=impl) for impl in ("fast", "reference"))
+    rng = np.random.default_rng(1)
+    for a, b in zip(fast.weights, ref.weights):
+        a[...] = rng.normal(size=a.shape) * 0.3
+        b[...] = a
+    x, mask, state, dout = case(B, T, E, H, return_sequences, masked)
+    results = []
+    for layer in (fast, ref):
+        out, cache = layer.forward(x, mask, state, np.random.default_rng(5) if recurrent_dropout else None)
+        dx, (dh0, dc0), grads = layer.backward(dout, cache)
+        results.append([out, dx, dh0, dc0] + grads)
+    assert_equal_to_reference(*results)
