@@ -68,9 +68,10 @@ def assert_equal_to_reference(got, expected):
     (256, 100, 2, (2, 1), "rows split over 2 processes"),
     (64, 100, 4, (4, 1), "rows split over 4 processes"),
     (64, 255, 2, (2, 1), "rows split over 2 processes"),
-    (64, 256, 2, (2, 1), "rows split over 2 processes"),      # many units: rows still
-    (16, 1024, 2, (2, 1), "rows split over 2 processes"),
-    (15, 1024, 2, (1, 2), "one process, BLAS 2 threads"),     # too few rows to split
+    (64, 256, 2, (2, 1), "rows split over 2 processes"),      # many units, 32 rows a part
+    (63, 256, 2, (1, 2), "one process, BLAS 2 threads"),      # fewer: weights read once a step
+    (16, 1024, 2, (1, 2), "one process, BLAS 2 threads"),
+    (128, 1024, 4, (4, 1), "rows split over 4 processes"),
     (1, 1024, 2, (1, 2), "one process, BLAS 2 threads"),
     (256, 100, 1, (1, 1), "one process, one thread"),
     (16, 1024, 1, (1, 1), "one process, one thread"),

@@ -14,11 +14,13 @@ at one thread so that its threads and our processes do not fight over the cores,
 numbers are flushed to zero (`fpu`: the gradients of a long backward pass decay through
 the subnormal range, where Intel CPUs take a slow path for every operation).
 
-The rows are split at every H: BLAS's threads share only the matmuls (the element-wise work,
-a third of the time at H = 256, stays on one core) and, on a machine whose other jobs keep a
-core busy, they wait for each other on every call (measured below, `plan_cores`). A batch too
-small to split runs in one process, with BLAS's threads at many units and one thread at few.
-`plan_cores` chooses.
+At many units (H >= 256) the rows are split too when each part gets at least
+`MIN_ROWS_PER_PART_MANY_UNITS`: BLAS's threads share only the matmuls (the element-wise work, a
+third of the time at H = 256, stays on one core) and, on a machine whose other jobs keep a core
+busy, they wait for each other on every call. With fewer rows per part the step's matmul is
+bound by reading the recurrent weights, which every part would read again: one process runs the
+batch with BLAS's threads. A batch of fewer than 2 * MIN_ROWS_PER_PART rows and few units runs in
+one process on one thread. `plan_cores` chooses (and has the measurements).
 
 Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
 the calling process), ignore Ctrl-C and SIGTERM (the parent handles them) and exit when the parent
@@ -61,7 +63,8 @@ from .mailbox import Mailbox, is_large, room
 
 MAX_DEFAULT_THREADS = 4
 MIN_ROWS_PER_PART = 8     # fewer rows than this per part and the split costs more than it gains
-BLAS_THREADS_MIN_UNITS = 256   # a batch too small to split, from this many units on: BLAS's threads
+BLAS_THREADS_MIN_UNITS = 256   # from this many units on, BLAS's threads unless parts get enough rows
+MIN_ROWS_PER_PART_MANY_UNITS = 32   # rows per part for a split at BLAS_THREADS_MIN_UNITS or more
 
 _num_threads = None          # set by set_num_threads; None means "from the environment"
 _blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's, loaded above
@@ -149,24 +152,24 @@ def blas_threads(n):
 def plan_cores(rows, units, cores=None):
     """(parts, blas_threads): how an LSTM of `units` H runs a batch of `rows` B on `cores`.
 
-    - B >= 2 * MIN_ROWS_PER_PART: the rows cut into up to `cores` parts of at least
-      MIN_ROWS_PER_PART, one process each, BLAS at one thread (its threads would fight the
-      processes for the cores).
-    - otherwise, H >= BLAS_THREADS_MIN_UNITS: one part, BLAS on every core.
-    - otherwise (a small batch of few units: one review, say): one part, BLAS at one thread, no
-      worker forked.
+    - H < BLAS_THREADS_MIN_UNITS, or parts of at least MIN_ROWS_PER_PART_MANY_UNITS rows: the
+      rows cut into up to `cores` parts of at least MIN_ROWS_PER_PART, one process each, BLAS at
+      one thread (its threads would fight the processes for the cores); a batch of fewer than
+      2 * MIN_ROWS_PER_PART rows is one part, and no worker is forked for it.
+    - otherwise (many units, few rows a part): one part, BLAS on every core.
     cores: default get_num_threads().
 
-    Until issue 15's last changes H >= 256 always ran in one process with BLAS's threads (one
-    process reads the recurrent weights once a step). On the busy AMD EPYC host here (load 4-5 on
-    2 CPUs), forward + backward on 2 cores, BLAS's 2 threads against rows over 2 processes
-    (interleaved runs): (64, 100, 32, 256) 1.59-1.86 s against 0.37-0.68 s, (64, 100, 256, 512)
-    6.6-10.2 s against 1.6-2.5 s, (16, 100, 512, 1024) 4.2-7.8 s against 3.7-4.5 s (one core:
-    0.45-0.54, 2.0-2.2, 2.4-2.8 s).
+    Measured on the AMD EPYC host here, forward + backward on 2 cores, BLAS's 2 threads against
+    rows over 2 processes, interleaved runs. With another job keeping a core busy (load 4-5 on 2
+    CPUs): (64, 100, 32, 256) 1.59-1.86 s against 0.37-0.68 s, (64, 100, 256, 512) 6.6-10.2 s
+    against 1.6-2.5 s, (16, 100, 512, 1024) 4.2-7.8 s against 3.7-4.5 s (one core: 0.45-0.54,
+    2.0-2.2, 2.4-2.8 s). At load 1.7-2.9, when the second core was mostly free: 0.15-0.22 s
+    against 0.18-0.23 s, 0.72-0.89 s against 0.74-1.01 s, and 1.08-1.22 s against 1.34-1.53 s
+    (8 rows a part; one core 1.48-1.72 s).
     """
     cores = get_num_threads() if cores is None else cores
     parts = max(1, min(cores, rows // MIN_ROWS_PER_PART))
-    if parts > 1 or units < BLAS_THREADS_MIN_UNITS:
+    if units < BLAS_THREADS_MIN_UNITS or rows // parts >= MIN_ROWS_PER_PART_MANY_UNITS:
         return parts, 1
     return 1, cores
 
