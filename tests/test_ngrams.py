@@ -112,15 +112,19 @@ def class_word_reviews(n, rng, words_per_class=10):
     return pad_sequences(reviews, maxlen=12), np.array(labels)
 
 
+def few_label_tasks(count=6):
+    """`count` seeded tasks: (x, y) 4 labeled reviews, (unlabeled, their true labels) 600, and
+    (x_test, y_test) 400, all from class_word_reviews."""
+    for seed in range(count):
+        rng = np.random.default_rng(seed)
+        yield (*class_word_reviews(4, rng), *class_word_reviews(600, rng), *class_word_reviews(400, rng))
+
+
 def test_self_training_moves_a_view_from_few_labels_toward_the_truth():
     """Four labels show a few of the class words; the unlabeled reviews, labeled by the view, show the
     rest beside them. Self-training does not always help, so the gain is averaged over six tasks."""
     gains = []
-    for seed in range(6):
-        rng = np.random.default_rng(seed)
-        x, y = class_word_reviews(4, rng)
-        unlabeled, _ = class_word_reviews(600, rng)
-        x_test, y_test = class_word_reviews(400, rng)
+    for seed, (x, y, unlabeled, _, x_test, y_test) in enumerate(few_label_tasks()):
         view = NgramView(40, n=1).fit(x, y, extra_ids=unlabeled)
         before = accuracy(view.logits(x_test), y_test)
         after = accuracy(self_train(view, x, y, unlabeled, rounds=3).logits(x_test), y_test)
@@ -130,20 +134,19 @@ def test_self_training_moves_a_view_from_few_labels_toward_the_truth():
 
 
 def test_a_partner_votes_with_equal_weight_whatever_its_scale():
-    """A partner that is the view itself, scaled, changes no pseudo-label; a partner that knows the
-    truth teaches the view more than the view teaches itself (co-training)."""
+    """A partner that is the view itself, scaled, changes no pseudo-label; a partner's vote does not
+    grow with its scale; a partner that knows the truth teaches the view more than the view
+    teaches itself (co-training)."""
     gains = []
-    for seed in range(6):
-        rng = np.random.default_rng(seed)
-        x, y = class_word_reviews(4, rng)
-        unlabeled, truth = class_word_reviews(600, rng)
-        x_test, y_test = class_word_reviews(400, rng)
+    for x, y, unlabeled, truth, x_test, y_test in few_label_tasks():
         fit = lambda: NgramView(40, n=1).fit(x, y, extra_ids=unlabeled)  # noqa: E731
         alone = self_train(fit(), x, y, unlabeled, rounds=1)
         view = fit()
         echo = self_train(view, x, y, unlabeled, rounds=1, partner=1e3 * view.logits(unlabeled))
         np.testing.assert_array_equal(echo.rw, alone.rw)
         taught = self_train(fit(), x, y, unlabeled, rounds=1, partner=2.0 * truth - 1)
+        loud = self_train(fit(), x, y, unlabeled, rounds=1, partner=1e3 * (2.0 * truth - 1))
+        np.testing.assert_array_equal(loud.rw, taught.rw)
         gains.append(accuracy(taught.logits(x_test), y_test) - accuracy(alone.logits(x_test), y_test))
     assert min(gains) >= 0 and np.mean(gains) > 0.02, gains
 
