@@ -263,8 +263,12 @@ class TwoViews:
 
     def forward(self, ids, rng=None):
         """ids (B, T) -> (mixed logits (B,) float64, None)."""
+        return self.mixed(self.model.forward(ids)[0], self.view.logits(ids)), None
+
+    def mixed(self, z_lstm, z_view):
+        """The mixed logits a z_lstm + c z_view + b (N,) float64 of the views' logits (N,)."""
         a, c, b = self.mix
-        return a * self.model.forward(ids)[0].astype(np.float64) + c * self.view.logits(ids) + b, None
+        return a * np.asarray(z_lstm, np.float64) + c * z_view + b
 
     def predict(self, ids, batch_size=64):
         ids = np.asarray(ids)

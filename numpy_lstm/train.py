@@ -290,10 +290,16 @@ def finish(run, config, model, vocab, x_val, y_val, states, say, extra):
     per_model = (lambda values: values[0]) if len(states) == 1 else (lambda values: values)
     val_loss, val_accuracy = evaluate(model, x_val, y_val)
     test = load_test_set(config, vocab)
-    test_loss, test_accuracy = evaluate(model, *test) if test is not None else (None, None)
-    if test is not None and isinstance(model, TwoViews):   # what each view gives alone, reported, not used
-        extra = {**extra, "test_accuracy_lstm": evaluate(model.model, *test)[1],
-                 "test_accuracy_ngrams": accuracy(model.view.logits(test[0]), test[1])}
+    if test is not None and isinstance(model, TwoViews):
+        # Each view's logits once, for the mix and for what each gives alone (reported, not used).
+        x_test, y_test = test
+        z_lstm, z_view = model_logits(model.model, x_test), model.view.logits(x_test)
+        z = model.mixed(z_lstm, z_view)
+        test_loss, test_accuracy = binary_crossentropy(z, y_test)[0], accuracy(z, y_test)
+        extra = {**extra, "test_accuracy_lstm": accuracy(z_lstm, y_test),
+                 "test_accuracy_ngrams": accuracy(z_view, y_test)}
+    else:
+        test_loss, test_accuracy = evaluate(model, *test) if test is not None else (None, None)
     metrics = {
         "recipe": config.recipe, "seed": config.seed,
         "val_accuracy": val_accuracy, "val_loss": val_loss, "val_n": int(len(y_val)),
