@@ -140,6 +140,10 @@ class TrainConfig:
         0, "rounds of co-training of the n-gram view: label the unlabeled reviews (--unlabeled) by the LSTM and "
            "the view voting with equal weight, then fit the view again on them and the labeled ones", "model",
         COUNT, metavar="N")
+    student: bool = setting(
+        False, "after co-training (--self-train), train a second LSTM with STUDENT's settings (bidirectional, max "
+               "pooling) on the labeled reviews and the unlabeled ones labeled by the first LSTM and the view "
+               "voting; it takes the first LSTM's place beside the view", "model")
     test_limit: Optional[int] = setting(
         None, "evaluate on a seeded, balanced subset of N official test reviews (default: all; 0: do not read "
               "the test set at all, as runs that choose settings must not)", "data",
@@ -154,6 +158,8 @@ class TrainConfig:
                                  "and no more of them than vocabulary ids")
         if self.self_train and not (self.ngrams and self.unlabeled):
             raise NumpyLSTMError("self_train needs the n-gram view (--ngrams N) and unlabeled reviews (--unlabeled)")
+        if self.student and not self.self_train:
+            raise NumpyLSTMError("student needs co-training (--self-train N), whose vote labels its reviews")
         return self
 
 
@@ -202,6 +208,12 @@ RECIPES = {
              "units": 64, "bidirectional": True, "pooling": "max", "dropout": 0.5, "epochs": 3, "lr": 2e-3,
              "lr_schedule": "linear", "patience": 2, "ngrams": 2, "ngram_l2": 1e-4},
 }
+
+
+# What a student LSTM (--student) changes from its run's settings: those of `full`'s LSTM, a model
+# with room for the 25,000 reviews it reads.
+STUDENT = {"bidirectional": True, "pooling": "max", "dropout": 0.5, "epochs": 3, "lr": 2e-3, "lr_schedule": "linear",
+           "patience": 2}
 
 
 def recipe_config(recipe, **overrides):

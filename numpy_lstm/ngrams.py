@@ -17,7 +17,7 @@ Adam from w = 0. Adam's first step moves each w_g by the learning rate in its gr
 the fit then corrects it where grams overlap ("not", "good" and "not good").
 
 `self_train` adds the unlabeled reviews, labeled by the view and the LSTM voting together
-(co-training), or by the view alone. `fit_mix` fits
+(co-training, `vote`), or by the view alone. `fit_mix` fits
 the combination of the two views' logits, a z_lstm + c z_ngrams + b, on the held-out reviews;
 `TwoViews` is that combination, read like a SentimentLSTM (forward, predict).
 Shapes: N reviews, T steps (pre-padded, 0 = padding), M (review, gram) pairs, F grams in the table.
@@ -195,18 +195,21 @@ def self_train(view, ids, y, unlabeled_ids, rounds, partner=None):
     the pseudo-labeled reviews (weight 1 each). Returns the view.
 
     Alone, the view labels them by its own sign. With `partner` (K,), another model's logits of
-    the unlabeled reviews (the LSTM's), the label is the sign of both logits added, each first
-    divided by its standard deviation over the unlabeled reviews, so each view has an equal vote
-    whatever its scale: co-training. The two views err on different reviews (one reads word
-    order, the other counts grams), so their joint verdict is right more often than either's,
-    and the view learns from the partner's share of it.
+    the unlabeled reviews (the LSTM's), the label is the two views' `vote`: co-training. The two
+    views err on different reviews (one reads word order, the other counts grams), so their joint
+    verdict is right more often than either's, and the view learns from the partner's share of it.
     """
-    vote = 0.0 if partner is None else unit_scale(partner)
     for _ in range(rounds):
         z = view.logits(unlabeled_ids)
-        pseudo = (vote + (z if partner is None else unit_scale(z)) > 0).astype(np.float64)
+        pseudo = vote(z) if partner is None else vote(partner, z)
         view.fit(np.concatenate([ids, unlabeled_ids]), np.concatenate([np.asarray(y, np.float64), pseudo]))
     return view
+
+
+def vote(*logits):
+    """Labels (K,) 0/1 float64: the sign of the logits (K,) of each model added, each first divided
+    by its standard deviation (`unit_scale`), so that each model has an equal vote whatever its scale."""
+    return (sum(unit_scale(z) for z in logits) > 0).astype(np.float64)
 
 
 def unit_scale(z):
@@ -296,28 +299,28 @@ def load_ngrams(path):
                              f"{type(e).__name__}") from None
 
 
-def fit_two_views(config, model, data, lstm_logits, say):
-    """The n-gram view of config (ngrams, ngram_l2, self_train) beside a trained LSTM `model`.
-
-    data: (x_train, y_train, x_val, y_val, x_unlabeled); lstm_logits: ids (N, T) -> the LSTM's
-    logits (N,). The view fits on the training reviews (the unlabeled ones' grams in its table;
-    with config.self_train, co-trained on them with the LSTM as partner), the mix on the held-out
-    ones. Returns (TwoViews, metrics: val_accuracy_lstm,
-    val_accuracy_ngrams, mix).
-    """
-    x_train, y_train, x_val, y_val, x_unlabeled = data
-    view = NgramView(config.vocab_size, config.ngrams, config.ngram_l2)
-    view.fit(x_train, y_train, extra_ids=x_unlabeled)
+def fit_view(config, x_train, y_train, x_unlabeled, partner=None):
+    """The n-gram view of config (ngrams, ngram_l2, self_train), fitted on the training reviews
+    x_train (N, T), y_train (N,), with the unlabeled ones' grams (K, T) in its table; with
+    config.self_train, co-trained on them for that many rounds with `partner`, the LSTM's logits
+    of them (K,)."""
+    view = NgramView(config.vocab_size, config.ngrams, config.ngram_l2).fit(x_train, y_train, extra_ids=x_unlabeled)
     if config.self_train:
-        self_train(view, x_train, y_train, x_unlabeled, config.self_train, partner=lstm_logits(x_unlabeled))
-    z_lstm, z_view = lstm_logits(x_val), view.logits(x_val)
+        self_train(view, x_train, y_train, x_unlabeled, config.self_train, partner)
+    return view
+
+
+def mix_views(model, view, z_lstm, x_val, y_val, say):
+    """The TwoViews of a trained LSTM `model` and `view`, mixed on the held-out reviews x_val (N, T),
+    y_val (N,), of which z_lstm (N,) are the model's logits. Returns (TwoViews, metrics:
+    val_accuracy_lstm, val_accuracy_ngrams, mix)."""
+    z_view = view.logits(x_val)
     mix = fit_mix(z_lstm, z_view, y_val)
     extra = {"val_accuracy_lstm": accuracy(z_lstm, y_val), "val_accuracy_ngrams": accuracy(z_view, y_val),
              "mix": [float(v) for v in mix]}
     say(f"held-out accuracy of the LSTM view alone: {extra['val_accuracy_lstm']:.4f}")
-    say(f"held-out accuracy of the {config.ngrams}-gram view alone: {extra['val_accuracy_ngrams']:.4f} "
-        f"({len(view.table)} grams" + (f", self-training rounds: {config.self_train}" if config.self_train else "")
-        + f"); mix a={mix[0]:.3f} c={mix[1]:.3f} b={mix[2]:+.3f}")
+    say(f"held-out accuracy of the {view.n}-gram view alone: {extra['val_accuracy_ngrams']:.4f} "
+        f"({len(view.table)} grams); mix a={mix[0]:.3f} c={mix[1]:.3f} b={mix[2]:+.3f}")
     return TwoViews(model, view, mix), extra
 
 

@@ -10,6 +10,8 @@
     metrics.json     held-out and official-test accuracy, timings, seed, recipe
     curves.png       loss and accuracy curves (when matplotlib is installed)
     model-K/         with --ensemble N > 1: checkpoint, model, history and curves of model K
+    student/         with --student: checkpoint, model, history and curves of the student LSTM (the
+                     LSTM beside the n-gram view in the final model)
     train.lock       locked by the `train` command working in the directory (its pid inside)
 
 Every file is written atomically.
@@ -144,14 +146,18 @@ class RunDir:
     def member(self, k, ensemble):
         return self if ensemble == 1 else RunDir(self.file(self.member_dir(k, ensemble)))
 
+    def student(self):
+        return RunDir(self.file("student"))
+
     def load_model(self):
         """(model, vocab, config) of a finished run; an Ensemble when it trained several models, and
-        a TwoViews when it has an n-gram view (ngrams.npz)."""
+        a TwoViews when it has an n-gram view (ngrams.npz), its LSTM the student with --student."""
         config = self.load_config()
-        names = [os.path.join(self.member_dir(k, config.ensemble), "model.npz") for k in range(config.ensemble)]
+        names = ([os.path.join("student", "model.npz")] if config.student else
+                 [os.path.join(self.member_dir(k, config.ensemble), "model.npz") for k in range(config.ensemble)])
         self.require("vocab.json", *names)
         models = [SentimentLSTM.load(self.file(name)) for name in names]
-        model = models[0] if config.ensemble == 1 else Ensemble(models)
+        model = models[0] if len(models) == 1 else Ensemble(models)
         if config.ngrams:
             self.require("ngrams.npz")
             model = TwoViews(model, *load_ngrams(self.file("ngrams.npz")))

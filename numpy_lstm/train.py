@@ -6,6 +6,7 @@ uninterrupted run ends with. It survives a dying worker process (the pass runs a
 dropout masks), SIGTERM or Ctrl-C (the place in the epoch is saved; numpy_lstm/stopping.py) and a
 refused write (one line, the last checkpoint intact); a second `train` on its directory is refused.
 """
+import dataclasses
 import os
 import time
 
@@ -16,7 +17,8 @@ from .errors import NumpyLSTMError
 from .fileio import WriteError, make_dirs
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
-from .ngrams import TwoViews, accuracy, fit_two_views, save_ngrams
+from .config import STUDENT
+from .ngrams import TwoViews, accuracy, fit_view, mix_views, save_ngrams, vote
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .prepare import batch_order, load_test_set, prepare_data
 from .progress import ProgressBar, format_metrics
@@ -173,11 +175,39 @@ def train_run(config, run, resume, stop, quiet, say):
     extra = {}
     if config.ngrams:     # seconds long: a resumed run fits it again
         t0 = time.perf_counter()
-        data = (x_train, y_train, x_val, y_val, x_unlabeled)
-        model, extra = fit_two_views(config, model, data, lambda x: model_logits(model, x), say)
+        partner = model_logits(model, x_unlabeled) if config.self_train else None
+        view = fit_view(config, x_train, y_train, x_unlabeled, partner)
+        say(f"{config.ngrams}-gram view fitted" + (f", {config.self_train} rounds of co-training with the LSTM"
+                                                   if config.self_train else "")
+            + f" ({time.perf_counter() - t0:.1f}s)")
+        if config.student:
+            extra["val_accuracy_teacher"] = evaluate(model, x_val, y_val)[1]
+            model, state = train_student(config, run, (x_train, y_train, x_val, y_val), x_unlabeled,
+                                         vote(partner, view.logits(x_unlabeled)), word_vectors, resume, quiet, say, stop)
+            states.append(state)
+            extra.update(student_epochs_run=state["epoch"], student_best_epoch=state["best_epoch"])
+        model, mixed = mix_views(model, view, model_logits(model, x_val), x_val, y_val, say)
+        extra.update(mixed)
         save_ngrams(run.file("ngrams.npz"), model.view, model.mix)
-        say(f"n-gram view fitted and mixed ({time.perf_counter() - t0:.1f}s)")
     return finish(run, config, model, vocab, x_val, y_val, states, say, extra)
+
+
+def train_student(config, run, data, x_unlabeled, pseudo, word_vectors, resume, quiet, say, stop):
+    """The student LSTM of config.student, trained in run's student/ folder: (model, state).
+
+    Its settings are the run's with STUDENT's, its reviews the labeled ones (data: x_train, y_train,
+    x_val, y_val as train_model's) and the unlabeled ones x_unlabeled (K, T) labeled `pseudo` (K,),
+    the first LSTM's and the view's vote. A student needs more room than a teacher that learned
+    from 1,000 reviews: it reads 25 times as many, and fits the vote's mistakes less than it
+    learns the rules the vote got right.
+    """
+    x_train, y_train, x_val, y_val = data
+    say(f"Student LSTM on {len(x_train)} labeled and {len(x_unlabeled)} vote-labeled reviews")
+    student_data = (np.concatenate([x_train, x_unlabeled]), np.concatenate([y_train, pseudo.astype(y_train.dtype)]),
+                    x_val, y_val)
+    # Member index `ensemble`, one past the last model of the run: random streams of its own.
+    return train_model(dataclasses.replace(config, **STUDENT), config.ensemble, run.student(), student_data,
+                       word_vectors, resume, quiet, say, stop)
 
 
 def train_model(config, member, run, data, word_vectors, resume, quiet, say, stop=None):
@@ -283,11 +313,11 @@ def generator_at(state):
 def finish(run, config, model, vocab, x_val, y_val, states, say, extra):
     """Evaluate on the held-out part and the official test set; write metrics.
 
-    states: each model's training state. An ensemble's metrics list its models' epochs.
-    extra: further metrics (the n-gram view's).
+    states: each model's training state, a student's last. An ensemble's metrics list its models'
+    epochs. extra: further metrics (the n-gram view's, the student's epochs).
     """
     start = time.perf_counter()
-    per_model = (lambda values: values[0]) if len(states) == 1 else (lambda values: values)
+    per_model = (lambda values: values[0]) if config.ensemble == 1 else (lambda values: values[:config.ensemble])
     val_loss, val_accuracy = evaluate(model, x_val, y_val)
     test = load_test_set(config, vocab)
     if test is not None and isinstance(model, TwoViews):

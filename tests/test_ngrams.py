@@ -10,6 +10,7 @@ import pytest
 
 from numpy_lstm import SentimentLSTM, check_gradient
 from numpy_lstm.cli import main
+from numpy_lstm.config import STUDENT
 from numpy_lstm.ngrams import (
     NgramView,
     TwoViews,
@@ -258,3 +259,31 @@ def test_inspect_a_two_view_run(ngram_run, tmp_path, capsys):
     assert out["running_probability"][-1] == pytest.approx(out["probability"], abs=1e-6)
     page = (tmp_path / "page" / "report.html").read_text()
     assert "two views" in page and "of which the n-gram view" in page
+
+
+def test_a_student_replaces_the_lstm_and_resumes_to_the_same_bytes(tree, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", "--seed", "3", *TINY,
+                 "--ngrams", "2", "--unlabeled", "--self-train", "1", "--student", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 1 and metrics["student_epochs_run"] == STUDENT["epochs"]
+    assert 0 <= metrics["val_accuracy_teacher"] <= 1
+    model, vocab, config = RunDir(out).load_model()
+    student = SentimentLSTM.load(out / "student" / "model.npz")
+    teacher = SentimentLSTM.load(out / "model.npz")
+    assert isinstance(model, TwoViews) and student.config["bidirectional"] and not teacher.config["bidirectional"]
+    assert model.model.weight_names == student.weight_names
+    for a, b in zip(model.model.get_weights(), student.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # Stopped after the student's training: the view, the vote and the mix are made again the same.
+    for name in ("ngrams.npz", "metrics.json", "student/model.npz"):
+        (out / name).rename(out / (name.replace("/", "-") + ".done"))
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    for name in ("ngrams.npz", "metrics.json", "student/model.npz"):
+        assert (out / name).read_bytes() == (out / (name.replace("/", "-") + ".done")).read_bytes(), name
+
+
+def test_a_student_without_co_training_is_a_one_line_error(tree, tmp_path):
+    code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "r", *TINY, "--ngrams", "2", "--student")
+    assert code == 2 and "student needs" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
