@@ -12,12 +12,12 @@ import time
 
 import numpy as np
 
+from .config import STUDENT
 from .engine import WorkerLost
 from .errors import NumpyLSTMError
 from .fileio import WriteError, make_dirs
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
-from .config import STUDENT
 from .ngrams import TwoViews, accuracy, fit_view, mix_views, save_ngrams, vote
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .prepare import batch_order, load_test_set, prepare_data
@@ -182,8 +182,9 @@ def train_run(config, run, resume, stop, quiet, say):
             + f" ({time.perf_counter() - t0:.1f}s)")
         if config.student:
             extra["val_accuracy_teacher"] = evaluate(model, x_val, y_val)[1]
-            model, state = train_student(config, run, (x_train, y_train, x_val, y_val), x_unlabeled,
-                                         vote(partner, view.logits(x_unlabeled)), word_vectors, resume, quiet, say, stop)
+            pseudo = vote(partner, view.logits(x_unlabeled))
+            model, state = train_student(config, run, (x_train, y_train, x_val, y_val), x_unlabeled, pseudo,
+                                         word_vectors, resume, quiet, say, stop)
             states.append(state)
             extra.update(student_epochs_run=state["epoch"], student_best_epoch=state["best_epoch"])
         model, mixed = mix_views(model, view, model_logits(model, x_val), x_val, y_val, say)
