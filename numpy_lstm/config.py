@@ -81,6 +81,8 @@ class TrainConfig:
         False, "keep not/no/nor and the n't stems, which the stopword list removes", "data")
     keep_stopwords: bool = setting(
         False, "keep every stopword (the tutorial removes NLTK's English stopwords)", "data")
+    punctuation: bool = setting(
+        False, "keep . , ; : ! ? \" ( ) [ ] as words of their own (the tutorial deletes them)", "data")
     vocab_size: int = setting(
         500, "vocabulary size, counting the padding and out-of-vocabulary ids", "data", VOCAB_SIZE, metavar="N")
     maxlen: int = setting(

@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import NumpyLSTMError
 from .ngrams import TwoViews
-from .prepare import encode
+from .prepare import clean, encode
 from .reference import lstm_forward, lstm_step_backward, sigmoid
 from .text import Vocabulary, pad_sequences, preprocess_reviews
 
@@ -78,11 +78,11 @@ def read_review(text, vocab, config):
 
     Its ids are those `prepare.encode` gives the review, without the padding.
     """
-    cleaned = preprocess_reviews([text], keep_stopwords=True)[0]
+    cleaned = preprocess_reviews([text], keep_stopwords=True, punctuation=config.punctuation)[0]
     words = cleaned.split(" ") if cleaned else []      # as Vocabulary.encode splits
     # Cleaning a cleaned word changes nothing, so each word alone is kept or dropped as it is
     # inside the review: "" marks a stopword.
-    kept = preprocess_reviews(words, config.keep_negations, config.keep_stopwords)
+    kept = clean(words, config)
     status, word_ids = [], np.zeros(len(words), np.int32)
     for k, (word, ids) in enumerate(zip(kept, vocab.encode(kept))):
         if not word:

@@ -13,7 +13,12 @@ from .text import Vocabulary, pad_sequences, preprocess_reviews
 
 def encode(texts, vocab, config):
     """Raw reviews -> padded ids (N, maxlen) int32, with the run's preprocessing."""
-    return encode_cleaned(preprocess_reviews(texts, config.keep_negations, config.keep_stopwords), vocab, config)
+    return encode_cleaned(clean(texts, config), vocab, config)
+
+
+def clean(texts, config):
+    """Raw reviews -> cleaned texts (list of str), with the run's preprocessing."""
+    return preprocess_reviews(texts, config.keep_negations, config.keep_stopwords, config.punctuation)
 
 
 def encode_cleaned(cleaned, vocab, config):
@@ -33,7 +38,7 @@ def prepare_data(config):
     y_val, x_unlabeled), x_unlabeled (M, maxlen) with M = 0 without config.unlabeled.
     """
     data = load_imdb(config.data, split="train", per_class=config.per_class)
-    cleaned = preprocess_reviews(data.texts, config.keep_negations, config.keep_stopwords)
+    cleaned = clean(data.texts, config)
     films = known_films(data.films, "review")
     train, val = train_test_split(np.arange(len(cleaned)), test_size=config.val_split, seed=config.seed,
                                   stratify=data.labels, groups=films if config.val_groups == "film" else None)
@@ -71,7 +76,7 @@ def unlabeled_reviews(config, labeled, held_out_films):
     rows = sorted((every.texts[i], films[i]) for i, key in enumerate(zip(every.labels.tolist(), every.ids.tolist()))
                   if key not in taken and films[i] not in held_out_films)
     texts = [text for text, _ in rows]
-    return preprocess_reviews(texts, config.keep_negations, config.keep_stopwords), [film for _, film in rows]
+    return clean(texts, config), [film for _, film in rows]
 
 
 def batch_order(lengths, batch_size, rng, bucket):

@@ -60,6 +60,16 @@ def test_keep_stopwords_keeps_every_word_but_the_empty_and_ampersand():
     assert clean(review, keep_stopwords=True) == "this is not bad but it was too long so don t"
 
 
+def test_punctuation_makes_each_mark_a_word_and_still_deletes_the_apostrophe():
+    review = "Don't miss it!! (Really.) 10/10, a \"must\"?<br /><br />Yes: [sic]; well-known"
+    assert clean(review, keep_stopwords=True, punctuation=True) == (
+        'dont miss it ! ! ( really . ) 10 10 , a " must " ? yes : [ sic ] ; well known')
+    assert clean(review, keep_stopwords=True) == "dont miss it really 10 10 a must yes sic well known"
+    # cleaning a cleaned word changes nothing (inspect's Reading relies on it)
+    words = clean(review, keep_stopwords=True, punctuation=True).split(" ")
+    assert preprocess_reviews(words, keep_stopwords=True, punctuation=True) == words
+
+
 def test_negations_are_the_ones_nltk_drops():
     stop = english_stopwords()
     assert NEGATIONS <= stop
