@@ -145,7 +145,8 @@ class TrainConfig:
     student: bool = setting(
         False, "after co-training (--self-train), train a second LSTM with STUDENT's settings (bidirectional, max "
                "pooling) on the labeled reviews and the unlabeled ones labeled by the first LSTM and the view "
-               "voting; it takes the first LSTM's place beside the view", "model")
+               "voting; it takes the first LSTM's place beside the view, which is co-trained again with it as "
+               "partner", "model")
     test_limit: Optional[int] = setting(
         None, "evaluate on a seeded, balanced subset of N official test reviews (default: all; 0: do not read "
               "the test set at all, as runs that choose settings must not)", "data",

@@ -18,7 +18,7 @@ from .errors import NumpyLSTMError
 from .fileio import WriteError, make_dirs
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
-from .ngrams import TwoViews, accuracy, fit_view, mix_views, save_ngrams, vote
+from .ngrams import TwoViews, accuracy, fit_view, mix_views, save_ngrams, self_train, vote
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .prepare import batch_order, load_test_set, prepare_data
 from .progress import ProgressBar, format_metrics
@@ -186,6 +186,8 @@ def train_run(config, run, resume, stop, quiet, say):
             model, state = train_student(config, run, (x_train, y_train, x_val, y_val), x_unlabeled, pseudo,
                                          word_vectors, resume, quiet, say, stop)
             states.append(state)
+            # The student errs less than the first LSTM: a better partner for the view's co-training.
+            self_train(view, x_train, y_train, x_unlabeled, config.self_train, partner=model_logits(model, x_unlabeled))
             extra.update(student_epochs_run=state["epoch"], student_best_epoch=state["best_epoch"])
         model, mixed = mix_views(model, view, model_logits(model, x_val), x_val, y_val, say)
         extra.update(mixed)
