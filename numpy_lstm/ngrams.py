@@ -71,21 +71,26 @@ def gram_occurrences(ids, vocab_size, n):
         yield k, doc, t, key + offsets[k - 1]
 
 
-def ngram_keys(ids, vocab_size, n):
+def ngram_keys(ids, vocab_size, n, chunk=1024):
     """The distinct n-grams (lengths 1..n) of each review of ids (N, T), 0 = padding:
     (doc (M,), key (M,)), int64, sorted by doc then key (keys: gram_occurrences).
 
     One np.unique of doc * span + key, span being the number of possible keys, finds the
-    distinct (review, gram) pairs: a sort of M integers.
+    distinct (review, gram) pairs of `chunk` reviews at a time: a sort of their grams, and memory
+    for one chunk's occurrences besides the result.
     """
     N = len(ids)
     span = int(key_offsets(vocab_size, n)[-1])
-    if N and span > np.iinfo(np.int64).max // N:
-        raise NumpyLSTMError(f"{N} reviews of {n}-grams over {vocab_size} ids overflow int64 keys")
-    combined = [doc.astype(np.int64) * span + key for _, doc, _, key in gram_occurrences(ids, vocab_size, n)]
-    unique = np.unique(np.concatenate(combined)) if combined else np.zeros(0, np.int64)
-    del combined
-    return unique // span, unique % span
+    if N and span > np.iinfo(np.int64).max // min(N, chunk):
+        raise NumpyLSTMError(f"{n}-grams over {vocab_size} ids overflow int64 keys")
+    docs, keys = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, N, chunk):
+        combined = [doc.astype(np.int64) * span + key
+                    for _, doc, _, key in gram_occurrences(ids[start:start + chunk], vocab_size, n)]
+        unique = np.unique(np.concatenate(combined)) if combined else np.zeros(0, np.int64)
+        docs.append(unique // span + start)
+        keys.append(unique % span)
+    return np.concatenate(docs), np.concatenate(keys)
 
 
 def view_loss(w, b, r, doc, feature, y, sample_weight, l2):

@@ -10,6 +10,7 @@ The tutorial's steps, its bugs fixed:
 """
 import collections
 import functools
+import itertools
 import json
 import re
 
@@ -143,8 +144,12 @@ class Vocabulary:
         for text in texts:
             counts.update(_tokens(text))
         if groups is not None and min_groups > 1:
-            seen = {(word, group) for text, group in zip(texts, groups) for word in _tokens(text)}
-            spread = collections.Counter(word for word, _ in seen)
+            # One group's words at a time: a set of every (word, group) pair took 0.4 GB on the
+            # 25,000 reviews with stopwords and punctuation kept.
+            spread = collections.Counter()
+            by_group = sorted(range(len(texts)), key=lambda k: groups[k])
+            for _, members in itertools.groupby(by_group, key=lambda k: groups[k]):
+                spread.update({word for k in members for word in _tokens(texts[k])})
             counts = {w: c for w, c in counts.items() if spread[w] >= min_groups}
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         self._set_words([word for word, _ in ranked[: self.size - 2]])

@@ -23,7 +23,7 @@ def cooccurrence(ids, vocab_size, window=5):
     totals.
     """
     ids = np.asarray(ids)
-    keys, counts = np.zeros(0, np.int64), np.zeros(0)      # pair (w, c) is key w * vocab_size + c
+    keys, counts = np.zeros(0, key_type(vocab_size)), np.zeros(0)      # pair (w, c) is key w * vocab_size + c
     for d in range(1, window + 1):
         new_keys, times = pairs_at_distance(ids, d, vocab_size)
         keys, counts = add_counts(keys, counts, new_keys, times / d)
@@ -36,8 +36,14 @@ def pairs_at_distance(ids, d, vocab_size):
     either way round, sorted, and how many times each occurs: (keys (n,) int64, times (n,))."""
     w, c = ids[:, :-d], ids[:, d:]
     real = (w > 1) & (c > 1)                 # 0 is padding, 1 the unknown word
-    w, c = w[real].astype(np.int64), c[real].astype(np.int64)
+    w, c = w[real].astype(key_type(vocab_size)), c[real].astype(key_type(vocab_size))
     return np.unique(np.concatenate([w * vocab_size + c, c * vocab_size + w]), return_counts=True)
+
+
+def key_type(vocab_size):
+    """The integer type of pair keys w * vocab_size + c: int32 while they fit (half the memory of
+    the pairs, the peak of a run with a large vocabulary), else int64."""
+    return np.int32 if vocab_size ** 2 <= np.iinfo(np.int32).max else np.int64
 
 
 def add_counts(keys, counts, new_keys, new_counts):
@@ -162,8 +168,8 @@ def log_count_ratio(x, y, vocab_size, alpha=1.0):
     positive (negative) reviews that contain w (Wang & Manning, 2012): > 0 for words of praise,
     < 0 for words of blame. Padding and OOV get 0.
     """
-    rows = np.repeat(np.arange(len(x)), x.shape[1])
-    review, word = np.divmod(np.unique(rows * vocab_size + x.ravel()), vocab_size)  # each pair once
+    review, t = np.nonzero(x > 1)          # words only: padding and OOV get no counts below anyway
+    review, word = np.divmod(np.unique(review * vocab_size + x[review, t]), vocab_size)  # each pair once
     positive = y[review] == 1
     p = alpha + np.bincount(word[positive], minlength=vocab_size)
     q = alpha + np.bincount(word[~positive], minlength=vocab_size)

@@ -46,6 +46,10 @@ def test_keys_are_the_distinct_grams_and_padding_never_forms_one():
     assert set(zip(doc.tolist(), key.tolist())) == {(0, 3), (0, 4), (1, 5), (1, 6), (1, 7)}
     doc, key = ngram_keys(ids, V, 2)
     assert set(zip(doc.tolist(), key.tolist())) == {p for p in expected if p[1] < V + V * V}
+    # a few reviews at a time (to bound memory), the same pairs in the same order
+    for chunk in (1, 2):
+        for a, b in zip(ngram_keys(ids, V, 3, chunk=chunk), ngram_keys(ids, V, 3)):
+            np.testing.assert_array_equal(a, b)
 
 
 def random_problem(seed=0, N=7, F=9, M=30):
