@@ -102,6 +102,8 @@ def test_the_negation_rule_needs_bigrams():
     unigrams = NgramView(20, n=1).fit(x, y)
     assert accuracy(bigrams.logits(x_test), y_test) >= 0.95
     assert accuracy(unigrams.logits(x_test), y_test) <= 0.7
+    # a few reviews at a time (to bound memory), the very same logits
+    np.testing.assert_array_equal(bigrams.logits(x_test, chunk=7), bigrams.logits(x_test))
 
 
 def class_word_reviews(n, rng, words_per_class=10):
