@@ -142,6 +142,11 @@ class TrainConfig:
         0, "rounds of co-training of the n-gram view: label the unlabeled reviews (--unlabeled) by the LSTM and "
            "the view voting with equal weight, then fit the view again on them and the labeled ones", "model",
         COUNT, metavar="N")
+    balance_votes: bool = setting(
+        False, "co-training's vote labels positive the same share of the unlabeled reviews as of the labeled ones "
+               "(those it scores highest), not those it scores above 0: a lean of the voters toward one class is "
+               "not taught to the view and the student (the unlabeled reviews are assumed to share the labeled "
+               "ones' balance)", "model")
     student: bool = setting(
         False, "after co-training (--self-train), train a second LSTM with STUDENT's settings (bidirectional, max "
                "pooling) on the labeled reviews and the unlabeled ones labeled by the first LSTM and the view "
@@ -161,6 +166,8 @@ class TrainConfig:
                                  "and no more of them than vocabulary ids")
         if self.self_train and not (self.ngrams and self.unlabeled):
             raise NumpyLSTMError("self_train needs the n-gram view (--ngrams N) and unlabeled reviews (--unlabeled)")
+        if self.balance_votes and not self.self_train:
+            raise NumpyLSTMError("balance_votes needs co-training (--self-train N), whose vote it balances")
         if self.student and not self.self_train:
             raise NumpyLSTMError("student needs co-training (--self-train N), whose vote labels its reviews")
         return self
@@ -203,10 +210,11 @@ RECIPES = {
     "tuned": {"val_split": 0.1, "val_groups": "film", "keep_negations": True, "vocab_size": 2000, "min_films": 5,
               "oov": "skip", "mask": True, "nb_init": 4.0, "embed_dim": 64, "units": 64, "dropout": 0.3, "epochs": 30,
               "lr": 1e-3, "patience": 4},
-    "semi": {"val_split": 0.1, "val_groups": "film", "unlabeled": True, "keep_negations": True, "vocab_size": 5000,
+    "semi": {"val_split": 0.1, "val_groups": "film", "unlabeled": True, "keep_negations": True, "keep_stopwords": True,
+             "punctuation": True, "maxlen": 1000, "vocab_size": 25000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,
-             "units": 64, "dropout": 0.3, "epochs": 30, "lr": 1e-3, "patience": 4, "ngrams": 2, "self_train": 1,
-             "student": True},
+             "units": 64, "dropout": 0.3, "epochs": 30, "lr": 1e-3, "patience": 4, "ngrams": 2, "ngram_l2": 1e-4,
+             "self_train": 1, "student": True},
     "full": {"per_class": None, "val_split": 0.1, "val_groups": "film", "keep_negations": True, "keep_stopwords": True,
              "punctuation": True, "maxlen": 1000, "vocab_size": 25000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,

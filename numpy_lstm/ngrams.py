@@ -201,7 +201,7 @@ class NgramView:
         return view
 
 
-def self_train(view, ids, y, unlabeled_ids, rounds, partner=None):
+def self_train(view, ids, y, unlabeled_ids, rounds, partner=None, share=None):
     """`rounds` times: label the unlabeled reviews (K, T), then refit the view on the labeled and
     the pseudo-labeled reviews (weight 1 each). Returns the view.
 
@@ -209,18 +209,32 @@ def self_train(view, ids, y, unlabeled_ids, rounds, partner=None):
     the unlabeled reviews (the LSTM's), the label is the two views' `vote`: co-training. The two
     views err on different reviews (one reads word order, the other counts grams), so their joint
     verdict is right more often than either's, and the view learns from the partner's share of it.
+    share: `vote`'s.
     """
     for _ in range(rounds):
         z = view.logits(unlabeled_ids)
-        pseudo = vote(z) if partner is None else vote(partner, z)
+        pseudo = vote(z, share=share) if partner is None else vote(partner, z, share=share)
         view.fit(np.concatenate([ids, unlabeled_ids]), np.concatenate([np.asarray(y, np.float64), pseudo]))
     return view
 
 
-def vote(*logits):
-    """Labels (K,) 0/1 float64: the sign of the logits (K,) of each model added, each first divided
-    by its standard deviation (`unit_scale`), so that each model has an equal vote whatever its scale."""
-    return (sum(unit_scale(z) for z in logits) > 0).astype(np.float64)
+def vote(*logits, share=None):
+    """Labels (K,) 0/1 float64 from the logits (K,) of each model, each first divided by its
+    standard deviation (`unit_scale`), so that each model has an equal vote whatever its scale,
+    then added: 1 where the sum is above 0, or, given `share`, on the round(share K) reviews of
+    the largest sums (ties broken by position), whatever the voters' lean toward one class."""
+    total = sum(unit_scale(z) for z in logits)
+    if share is None:
+        return (total > 0).astype(np.float64)
+    labels = np.zeros(len(total))
+    labels[np.argsort(-total, kind="stable")[:round(share * len(total))]] = 1.0
+    return labels
+
+
+def vote_share(config, y_train):
+    """`vote`'s share for a run: the labeled reviews' share of positives y_train (N,) with
+    config.balance_votes, else None (the sign decides)."""
+    return float(np.mean(y_train)) if config.balance_votes else None
 
 
 def unit_scale(z):
@@ -311,13 +325,13 @@ def load_ngrams(path):
 
 
 def fit_view(config, x_train, y_train, x_unlabeled, partner=None):
-    """The n-gram view of config (ngrams, ngram_l2, self_train), fitted on the training reviews
+    """The n-gram view of config (ngrams, ngram_l2, self_train, balance_votes), fitted on the training reviews
     x_train (N, T), y_train (N,), with the unlabeled ones' grams (K, T) in its table; with
     config.self_train, co-trained on them for that many rounds with `partner`, the LSTM's logits
     of them (K,)."""
     view = NgramView(config.vocab_size, config.ngrams, config.ngram_l2).fit(x_train, y_train, extra_ids=x_unlabeled)
     if config.self_train:
-        self_train(view, x_train, y_train, x_unlabeled, config.self_train, partner)
+        self_train(view, x_train, y_train, x_unlabeled, config.self_train, partner, vote_share(config, y_train))
     return view
 
 

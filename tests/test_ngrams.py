@@ -21,8 +21,9 @@ from numpy_lstm.ngrams import (
     save_ngrams,
     self_train,
     view_loss,
+    vote,
 )
-from numpy_lstm.prepare import encode, load_test_set
+from numpy_lstm.prepare import encode, load_test_set, prepare_data
 from numpy_lstm.rundir import RunDir
 from numpy_lstm.text import pad_sequences
 from tests.test_cli import TINY, write_tree
@@ -158,6 +159,39 @@ def test_a_partner_votes_with_equal_weight_whatever_its_scale():
     assert min(gains) >= 0 and np.mean(gains) > 0.02, gains
 
 
+def test_a_balanced_vote_labels_the_share_asked_for_by_the_largest_sums():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(-1.0, 1.0, 101), rng.normal(-0.5, 3.0, 101)   # both lean negative
+    total = a / a.std() + b / b.std()
+    np.testing.assert_array_equal(vote(a, b), (total > 0).astype(float))
+    assert vote(a, b).mean() < 0.4
+    for share in (0.0, 0.3, 0.5, 1.0):
+        labels = vote(a, b, share=share)
+        assert labels.sum() == round(share * 101)
+        if 0 < share < 1:     # every review labeled 1 outscores every review labeled 0
+            assert total[labels == 1].min() > total[labels == 0].max()
+
+
+def test_a_balanced_vote_keeps_a_leaning_partner_from_tilting_the_view():
+    """A partner that knows the truth but leans negative (its logits shifted down) teaches the view
+    to lean too: the view then calls fewer unlabeled reviews positive than there are. With the
+    labeled reviews' share (half), the view's verdicts keep the balance, and it errs less."""
+    tilted, kept, plain_acc, kept_acc = [], [], [], []
+    for x, y, unlabeled, truth, x_test, y_test in few_label_tasks():
+        partner = (2.0 * truth - 1) + 0.3 * np.random.default_rng(0).normal(size=len(truth)) - 1.3
+        fit = lambda: NgramView(40, n=1).fit(x, y, extra_ids=unlabeled)  # noqa: E731
+        plain = self_train(fit(), x, y, unlabeled, rounds=1, partner=partner)
+        balanced = self_train(fit(), x, y, unlabeled, rounds=1, partner=partner, share=np.mean(y))
+        tilted.append(np.mean(plain.logits(unlabeled) > 0))
+        kept.append(np.mean(balanced.logits(unlabeled) > 0))
+        plain_acc.append(accuracy(plain.logits(x_test), y_test))
+        kept_acc.append(accuracy(balanced.logits(x_test), y_test))
+    truth_share = np.mean(truth)
+    assert np.mean(tilted) < truth_share - 0.05, (tilted, truth_share)
+    assert abs(np.mean(kept) - truth_share) < 0.05, (kept, truth_share)
+    assert np.mean(kept_acc) > np.mean(plain_acc) + 0.05, (kept_acc, plain_acc)
+
+
 def test_the_mix_picks_the_view_that_knows_and_ignores_noise():
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 400)
@@ -248,6 +282,12 @@ def test_self_training_without_its_parts_is_a_one_line_error(flags, tree, tmp_pa
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_balanced_votes_without_co_training_is_a_one_line_error(tree, tmp_path):
+    code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "r", *TINY, "--balance-votes")
+    assert code == 2 and "balance_votes needs co-training" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_ngrams_out_of_range_is_refused(tree, tmp_path, capsys):
     assert main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), *TINY, "--ngrams", "4"]) == 2
     assert "ngrams must be 0 (off), 1, 2 or 3" in capsys.readouterr().err
@@ -291,6 +331,19 @@ def test_a_student_replaces_the_lstm_and_resumes_to_the_same_bytes(tree, tmp_pat
     again = json.loads((out / "metrics.json").read_text())
     assert {k: v for k, v in again.items() if k != "eval_seconds"} == {
         k: v for k, v in metrics.items() if k != "eval_seconds"}
+
+
+def test_balanced_votes_teach_the_student_the_labeled_share(tree, tmp_path):
+    """With --balance-votes the vote that teaches the student labels positive the labeled reviews'
+    share of the unlabeled ones; unlabeled_positive_share is the saved model's own share."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", "--seed", "1", *TINY,
+                 "--ngrams", "2", "--unlabeled", "--self-train", "1", "--student", "--balance-votes", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    model, vocab, config = RunDir(out).load_model()
+    _, _, y_train, _, _, x_unlabeled = prepare_data(config)
+    assert metrics["vote_positive_share"] == round(np.mean(y_train) * len(x_unlabeled)) / len(x_unlabeled)
+    assert metrics["unlabeled_positive_share"] == np.mean(model.predict(x_unlabeled) > 0.5)
 
 
 def test_a_student_without_co_training_is_a_one_line_error(tree, tmp_path):
