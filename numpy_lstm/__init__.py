@@ -8,7 +8,7 @@ from .inspect import inspect_review, integrated_gradients
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
-from .ngrams import NgramView, TwoViews, fit_mix, ngram_keys, self_train
+from .ngrams import NgramView, TwoViews, fit_mix, fit_vote_mix, ngram_keys, self_train
 from .optimizers import SGD, Adam, clip_by_global_norm
 from .reference import sigmoid
 from .text import Vocabulary, pad_sequences, preprocess_reviews
@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Adam", "Bidirectional", "Dense", "Dropout", "Embedding", "Ensemble", "ImdbData", "LSTM", "NgramView",
     "NumpyLSTMError", "RECIPES", "SGD", "SentimentLSTM", "TimePooling", "TrainConfig", "TwoViews", "Vocabulary",
-    "binary_crossentropy", "check_gradient", "clip_by_global_norm", "fit_mix", "get_num_threads", "inspect_review",
-    "integrated_gradients", "load_imdb", "ngram_keys",
+    "binary_crossentropy", "check_gradient", "clip_by_global_norm", "fit_mix", "fit_vote_mix", "get_num_threads",
+    "inspect_review", "integrated_gradients", "load_imdb", "ngram_keys",
     "numerical_gradient", "pad_sequences", "preprocess_reviews", "recipe_config", "relative_error", "self_train",
     "set_num_threads", "sigmoid", "train_test_split",
 ]

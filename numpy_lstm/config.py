@@ -152,6 +152,11 @@ class TrainConfig:
                "pooling) on the labeled reviews and the unlabeled ones labeled by the first LSTM and the view "
                "voting; it takes the first LSTM's place beside the view, which is co-trained again with it as "
                "partner", "model")
+    mix: str = setting(
+        "fit", "how the LSTM's and the n-gram view's logits are mixed: fit (a logistic regression on the two logits "
+               "and an intercept, fitted on the held-out reviews) or vote (co-training's vote: each logit divided by "
+               "its standard deviation on the unlabeled reviews, added with equal weight, one common scale fitted on "
+               "the held-out reviews, no intercept)", "model", choices=("fit", "vote"))
     test_limit: Optional[int] = setting(
         None, "evaluate on a seeded, balanced subset of N official test reviews (default: all; 0: do not read "
               "the test set at all, as runs that choose settings must not)", "data",
@@ -168,6 +173,8 @@ class TrainConfig:
             raise NumpyLSTMError("self_train needs the n-gram view (--ngrams N) and unlabeled reviews (--unlabeled)")
         if self.balance_votes and not self.self_train:
             raise NumpyLSTMError("balance_votes needs co-training (--self-train N), whose vote it balances")
+        if self.mix == "vote" and not self.self_train:
+            raise NumpyLSTMError("mix 'vote' needs co-training (--self-train N), whose vote it is")
         if self.student and not self.self_train:
             raise NumpyLSTMError("student needs co-training (--self-train N), whose vote labels its reviews")
         return self
@@ -214,7 +221,7 @@ RECIPES = {
              "punctuation": True, "maxlen": 1000, "vocab_size": 25000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,
              "units": 64, "dropout": 0.3, "epochs": 30, "lr": 1e-3, "patience": 4, "ngrams": 2, "ngram_l2": 1e-4,
-             "self_train": 1, "student": True},
+             "self_train": 1, "student": True, "mix": "vote"},
     "full": {"per_class": None, "val_split": 0.1, "val_groups": "film", "keep_negations": True, "keep_stopwords": True,
              "punctuation": True, "maxlen": 1000, "vocab_size": 25000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,

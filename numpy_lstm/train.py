@@ -18,7 +18,7 @@ from .errors import NumpyLSTMError
 from .fileio import WriteError, make_dirs
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM
-from .ngrams import TwoViews, accuracy, fit_view, mix_views, save_ngrams, self_train, vote, vote_share
+from .ngrams import TwoViews, accuracy, fit_view, mix_views, save_ngrams, self_train, spread, vote, vote_share
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .prepare import batch_order, load_test_set, prepare_data
 from .progress import ProgressBar, format_metrics
@@ -192,12 +192,14 @@ def train_run(config, run, resume, stop, quiet, say):
             self_train(view, x_train, y_train, x_unlabeled, config.self_train, partner, share)
             extra.update(student_epochs_run=state["epoch"], student_best_epoch=state["best_epoch"],
                          vote_positive_share=float(pseudo.mean()))
-        model, mixed = mix_views(model, view, model_logits(model, x_val), x_val, y_val, say)
+        z_view = view.logits(x_unlabeled) if config.self_train else None
+        spreads = (spread(partner), spread(z_view)) if config.mix == "vote" else None
+        model, mixed = mix_views(model, view, model_logits(model, x_val), x_val, y_val, say, spreads)
         extra.update(mixed)
         if config.self_train:
             # Needs no label: the unlabeled reviews are as balanced as the labeled ones (half positive
             # here), so a share far from that says which way the model leans on reviews like the test's.
-            extra["unlabeled_positive_share"] = float(np.mean(model.mixed(partner, view.logits(x_unlabeled)) > 0))
+            extra["unlabeled_positive_share"] = float(np.mean(model.mixed(partner, z_view) > 0))
         save_ngrams(run.file("ngrams.npz"), model.view, model.mix)
     return finish(run, config, model, vocab, x_val, y_val, states, say, extra)
 

@@ -16,16 +16,19 @@ from numpy_lstm.ngrams import (
     TwoViews,
     accuracy,
     fit_mix,
+    fit_vote_mix,
     load_ngrams,
     ngram_keys,
     save_ngrams,
     self_train,
+    spread,
     view_loss,
     vote,
 )
 from numpy_lstm.prepare import encode, load_test_set, prepare_data
 from numpy_lstm.rundir import RunDir
 from numpy_lstm.text import pad_sequences
+from numpy_lstm.train import model_logits
 from tests.test_cli import TINY, write_tree
 
 V = 10
@@ -204,6 +207,30 @@ def test_the_mix_picks_the_view_that_knows_and_ignores_noise():
     assert c > 0.5 and abs(a) < 0.1 * c
 
 
+def test_the_vote_mix_is_the_vote_times_the_scale_that_fits_best():
+    """fit_vote_mix: no intercept, each view weighted by 1 / its spread on the unlabeled reviews
+    (so the mixed verdict on them is `vote`'s), and the common scale the one of least held-out loss."""
+    rng = np.random.default_rng(4)
+    y_unl = rng.integers(0, 2, 500)
+    z_lstm, z_view = 3.0 * (2 * y_unl - 1) + rng.normal(0, 4, 500), 0.2 * (2 * y_unl - 1) + rng.normal(0, 0.3, 500)
+    spreads = (spread(z_lstm), spread(z_view))
+    y = rng.integers(0, 2, 80)
+    zl_val, zv_val = 3.0 * (2 * y - 1) + rng.normal(0, 4, 80), 0.2 * (2 * y - 1) + rng.normal(0, 0.3, 80) - 0.5
+    a, c, b = fit_vote_mix(zl_val, zv_val, y, spreads)
+    assert b == 0 and a > 0 and a * spreads[0] == pytest.approx(c * spreads[1], rel=1e-12)
+    mixed = a * z_lstm + c * z_view
+    total = z_lstm / spreads[0] + z_view / spreads[1]
+    assert np.array_equal((mixed > 0)[np.abs(total) > 1e-9], vote(z_lstm, z_view)[np.abs(total) > 1e-9] == 1)
+
+    def loss(scale):
+        z = scale * (zl_val * a + zv_val * c)
+        return np.mean(np.logaddexp(0, z) - y * z) + 0.5e-4 * (scale * a * spreads[0]) ** 2
+
+    assert loss(1.0) < min(loss(1.01), loss(0.99))
+    # The fitted mix, free to, takes an intercept for these held-out reviews' offset; the vote's does not.
+    assert abs(fit_mix(zl_val, zv_val, y)[2]) > 0.1
+
+
 def test_two_views_round_trip_through_the_file(tmp_path):
     rng = np.random.default_rng(3)
     x, y = negation_reviews(60, rng)
@@ -345,6 +372,26 @@ def test_balanced_votes_teach_the_student_the_labeled_share(tree, tmp_path):
     _, _, y_train, _, _, x_unlabeled = prepare_data(config)
     assert metrics["vote_positive_share"] == round(np.mean(y_train) * len(x_unlabeled)) / len(x_unlabeled)
     assert metrics["unlabeled_positive_share"] == np.mean(model.predict(x_unlabeled) > 0.5)
+
+
+def test_a_vote_mixed_run_calls_the_unlabeled_reviews_as_its_vote_does(tree, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", "--seed", "2", *TINY,
+                 "--ngrams", "2", "--unlabeled", "--self-train", "1", "--mix", "vote", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    model, vocab, config = RunDir(out).load_model()
+    _, _, _, _, _, x_unlabeled = prepare_data(config)
+    z_lstm, z_view = model_logits(model.model, x_unlabeled), model.view.logits(x_unlabeled)
+    a, c, b = metrics["mix"]
+    assert b == 0 and a * spread(z_lstm) == pytest.approx(c * spread(z_view), rel=1e-9)
+    assert np.array_equal(model.predict(x_unlabeled) > 0.5, vote(z_lstm, z_view) == 1)
+    assert metrics["unlabeled_positive_share"] == np.mean(vote(z_lstm, z_view))
+
+
+def test_a_vote_mix_without_co_training_is_a_one_line_error(tree, tmp_path):
+    code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "r", *TINY, "--ngrams", "2", "--mix", "vote")
+    assert code == 2 and "mix 'vote' needs co-training" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_student_without_co_training_is_a_one_line_error(tree, tmp_path):
