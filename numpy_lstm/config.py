@@ -214,7 +214,7 @@ def check_settings(**values):
 # other 24,000 training reviews (no labels), and the recipe for all 25,000 training reviews (README: Results).
 RECIPES = {
     "tutorial": {},
-    "tuned": {"val_split": 0.1, "val_groups": "film", "keep_negations": True, "vocab_size": 2000, "min_films": 5,
+    "tuned": {"val_split": 0.1, "val_groups": "film", "keep_negations": True, "vocab_size": 1000, "min_films": 5,
               "oov": "skip", "mask": True, "nb_init": 4.0, "embed_dim": 64, "units": 64, "dropout": 0.3, "epochs": 30,
               "lr": 1e-3, "patience": 4},
     "semi": {"val_split": 0.1, "val_groups": "film", "unlabeled": True, "keep_negations": True, "keep_stopwords": True,
