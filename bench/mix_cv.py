@@ -14,19 +14,16 @@ import sys
 
 import numpy as np
 
-from numpy_lstm.data import load_imdb, train_test_split
+from numpy_lstm.data import load_imdb
 from numpy_lstm.ngrams import fit_logistic, fit_mix, fit_vote_mix, spread
-from numpy_lstm.prepare import known_films, prepare_data
+from numpy_lstm.prepare import held_out_split, prepare_data
 from numpy_lstm.rundir import RunDir
 from numpy_lstm.train import model_logits
 
 
 def held_out_films(config):
     """The film (N,) str of each held-out review of a run, in prepare_data's order."""
-    data = load_imdb(config.data, split="train", per_class=config.per_class)
-    films = known_films(data.films, "review")
-    _, val = train_test_split(np.arange(len(films)), test_size=config.val_split, seed=config.seed,
-                              stratify=data.labels, groups=films if config.val_groups == "film" else None)
+    _, val, films = held_out_split(config, load_imdb(config.data, split="train", per_class=config.per_class))
     return films[val]
 
 

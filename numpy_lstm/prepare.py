@@ -39,9 +39,7 @@ def prepare_data(config):
     """
     data = load_imdb(config.data, split="train", per_class=config.per_class)
     cleaned = clean(data.texts, config)
-    films = known_films(data.films, "review")
-    train, val = train_test_split(np.arange(len(cleaned)), test_size=config.val_split, seed=config.seed,
-                                  stratify=data.labels, groups=films if config.val_groups == "film" else None)
+    train, val, films = held_out_split(config, data)
     train_texts, val_texts = [cleaned[i] for i in train], [cleaned[i] for i in val]
     y_train, y_val = data.labels[train], data.labels[val]
     unlabeled, unlabeled_films = unlabeled_reviews(config, data, set(films[val]))
@@ -51,6 +49,16 @@ def prepare_data(config):
     x_val = encode_cleaned(val_texts, vocab, config)
     x_unlabeled = encode_cleaned(unlabeled, vocab, config)
     return vocab, x_train, np.asarray(y_train), x_val, np.asarray(y_val), x_unlabeled
+
+
+def held_out_split(config, data):
+    """(train (N,), val (M,), films (N + M,)): the indices of the training and the held-out part of
+    the labeled reviews `data` (ImdbData), seeded and stratified, by film with val_groups="film",
+    and each review's film (`known_films`)."""
+    films = known_films(data.films, "review")
+    train, val = train_test_split(np.arange(len(films)), test_size=config.val_split, seed=config.seed,
+                                  stratify=data.labels, groups=films if config.val_groups == "film" else None)
+    return train, val, films
 
 
 def known_films(films, prefix):
