@@ -135,7 +135,7 @@ class TrainConfig:
     ngrams: int = setting(
         0, "add a second view of each review beside the LSTM: naive-Bayes-weighted logistic regression on its "
            "n-grams of ids up to this length (numpy_lstm/ngrams.py), mixed with the LSTM's logit by a "
-           "logistic regression fitted on the held-out reviews (0: off)", "model", GRAM_LENGTH, metavar="N")
+           "logistic regression fitted on the held-out reviews (see --mix; 0: off)", "model", GRAM_LENGTH, metavar="N")
     ngram_l2: float = setting(
         1e-3, "L2 penalty of the n-gram view's weights", "model", OFF_OR_POSITIVE, metavar="L2")
     self_train: int = setting(
