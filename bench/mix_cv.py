@@ -15,7 +15,8 @@ import sys
 import numpy as np
 
 from numpy_lstm.data import load_imdb
-from numpy_lstm.ngrams import fit_logistic, fit_mix, fit_vote_mix, spread
+from numpy_lstm.losses import binary_crossentropy
+from numpy_lstm.ngrams import TwoViews, accuracy, fit_logistic, fit_mix, fit_vote_mix, spread
 from numpy_lstm.prepare import held_out_split, prepare_data
 from numpy_lstm.rundir import RunDir
 from numpy_lstm.train import model_logits
@@ -34,15 +35,6 @@ def rules(spreads):
             "vote": lambda zl, zv, y: fit_vote_mix(zl, zv, y, spreads)}
 
 
-def mixed(mix, z_lstm, z_view):
-    a, c, b = mix
-    return a * z_lstm + c * z_view + b
-
-
-def log_loss(z, y):
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
-
-
 def score(run_path):
     """(films (N,), y (N,), {rule: out-of-film logits (N,)}, {rule: positive share on the unlabeled
     reviews}) of a run's held-out reviews; each view alone as a rule that fits nothing."""
@@ -53,12 +45,16 @@ def score(run_path):
     z_lstm, z_view = model_logits(model.model, x_val), model.view.logits(x_val)
     zu_lstm, zu_view = model_logits(model.model, x_unlabeled), model.view.logits(x_unlabeled)
     out, share = {}, {}
+
+    def with_mix(mix):
+        return TwoViews(model.model, model.view, mix)
+
     for name, fit in rules((spread(zu_lstm), spread(zu_view))).items():
         out[name] = np.zeros(len(y))
         for film in np.unique(films):
             left = films == film
-            out[name][left] = mixed(fit(z_lstm[~left], z_view[~left], y[~left]), z_lstm[left], z_view[left])
-        share[name] = float(np.mean(mixed(fit(z_lstm, z_view, y), zu_lstm, zu_view) > 0))
+            out[name][left] = with_mix(fit(z_lstm[~left], z_view[~left], y[~left])).mixed(z_lstm[left], z_view[left])
+        share[name] = float(np.mean(with_mix(fit(z_lstm, z_view, y)).mixed(zu_lstm, zu_view) > 0))
     out["LSTM alone"], out["view alone"] = z_lstm, z_view
     share["LSTM alone"], share["view alone"] = float(np.mean(zu_lstm > 0)), float(np.mean(zu_view > 0))
     return films, y, out, share
@@ -73,12 +69,12 @@ def main(run_paths):
         pooled_y.append(y)
         for name, z in out.items():
             pooled.setdefault(name, []).append(z)
-            print(f"| {path} | {len(y)} ({len(np.unique(films))}) | {name} | {np.mean((z > 0) == (y == 1)):.3f} "
-                  f"| {log_loss(z, y):.3f} | {share[name]:.3f} |", flush=True)
+            print(f"| {path} | {len(y)} ({len(np.unique(films))}) | {name} | {accuracy(z, y):.3f} "
+                  f"| {binary_crossentropy(z, y)[0]:.3f} | {share[name]:.3f} |", flush=True)
     y = np.concatenate(pooled_y)
     for name, parts in pooled.items():
         z = np.concatenate(parts)
-        print(f"| all | {len(y)} | {name} | {np.mean((z > 0) == (y == 1)):.3f} | {log_loss(z, y):.3f} | |")
+        print(f"| all | {len(y)} | {name} | {accuracy(z, y):.3f} | {binary_crossentropy(z, y)[0]:.3f} | |")
 
 
 if __name__ == "__main__":

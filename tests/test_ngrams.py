@@ -361,26 +361,26 @@ def test_a_student_replaces_the_lstm_and_resumes_to_the_same_bytes(tree, tmp_pat
         k: v for k, v in metrics.items() if k != "eval_seconds"}
 
 
+def co_trained_run(tree, out, seed, *flags):
+    """Train a one-epoch co-training run (--self-train 1) with `flags` into `out`: (metrics, the
+    saved model, y_train, x_unlabeled as the run prepared them)."""
+    assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", "--seed", str(seed), *TINY,
+                 "--ngrams", "2", "--unlabeled", "--self-train", "1", *flags, "--quiet"]) == 0
+    model, _, config = RunDir(out).load_model()
+    _, _, y_train, _, _, x_unlabeled = prepare_data(config)
+    return json.loads((out / "metrics.json").read_text()), model, y_train, x_unlabeled
+
+
 def test_balanced_votes_teach_the_student_the_labeled_share(tree, tmp_path):
     """With --balance-votes the vote that teaches the student labels positive the labeled reviews'
     share of the unlabeled ones; unlabeled_positive_share is the saved model's own share."""
-    out = tmp_path / "run"
-    assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", "--seed", "1", *TINY,
-                 "--ngrams", "2", "--unlabeled", "--self-train", "1", "--student", "--balance-votes", "--quiet"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    model, vocab, config = RunDir(out).load_model()
-    _, _, y_train, _, _, x_unlabeled = prepare_data(config)
+    metrics, model, y_train, x_unlabeled = co_trained_run(tree, tmp_path / "run", 1, "--student", "--balance-votes")
     assert metrics["vote_positive_share"] == round(np.mean(y_train) * len(x_unlabeled)) / len(x_unlabeled)
     assert metrics["unlabeled_positive_share"] == np.mean(model.predict(x_unlabeled) > 0.5)
 
 
 def test_a_vote_mixed_run_calls_the_unlabeled_reviews_as_its_vote_does(tree, tmp_path):
-    out = tmp_path / "run"
-    assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", "--seed", "2", *TINY,
-                 "--ngrams", "2", "--unlabeled", "--self-train", "1", "--mix", "vote", "--quiet"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    model, vocab, config = RunDir(out).load_model()
-    _, _, _, _, _, x_unlabeled = prepare_data(config)
+    metrics, model, _, x_unlabeled = co_trained_run(tree, tmp_path / "run", 2, "--mix", "vote")
     z_lstm, z_view = model_logits(model.model, x_unlabeled), model.view.logits(x_unlabeled)
     a, c, b = metrics["mix"]
     assert b == 0 and a * spread(z_lstm) == pytest.approx(c * spread(z_view), rel=1e-9)
