@@ -221,7 +221,7 @@ RECIPES = {
              "punctuation": True, "maxlen": 1000, "vocab_size": 25000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,
              "units": 64, "dropout": 0.3, "epochs": 30, "lr": 1e-3, "patience": 4, "ngrams": 2, "ngram_l2": 1e-4,
-             "self_train": 1, "student": True, "mix": "vote"},
+             "self_train": 1, "balance_votes": True, "student": True, "mix": "vote"},
     "full": {"per_class": None, "val_split": 0.1, "val_groups": "film", "keep_negations": True, "keep_stopwords": True,
              "punctuation": True, "maxlen": 1000, "vocab_size": 25000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,
