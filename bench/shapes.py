@@ -9,7 +9,11 @@ how to use them by shape, `numpy_lstm.engine.strategy`), then torch.nn.LSTM at e
 with subnormals flushed (bench_lstm.import_torch), on the same weights, its h_T checked equal to
 ours within 1e-4. Each time is the median of the repeats after one warm-up; ours are interleaved
 with each other, then PyTorch's with each other (bench_lstm.bench_shape says why not all in one).
-"ours / PyTorch" sets our best core count against PyTorch's best thread count. The shapes run one
+"ours / PyTorch" sets our best core count against PyTorch's best thread count. "floor" is the
+least any LSTM loop of NumPy calls in one process can take at the shape (`numpy_floor`): per step,
+the recurrent matmul of forward and of backward and the two tanh calls, nothing else, at the
+best of 1 and 2 BLAS threads and of both orientations; "floor / PyTorch" above 1 means no such loop can reach PyTorch
+there, however few its other calls. The shapes run one
 after another in one process, after the machine's sgemm peak: ratios of one run are what to read
 on a shared machine.
 
@@ -46,6 +50,48 @@ def parse_shapes(text):
     if not shapes:
         raise ValueError("--shapes needs at least one B,T,E,H")
     return shapes
+
+
+def numpy_floor(B, T, H, threads_list, repeats):
+    """Seconds (median) of the calls every one-process NumPy LSTM loop makes at each of T steps:
+    forward's recurrent matmul (4H, H) @ (H, B), tanh on the four gates' pre-activations (4H, B)
+    and on c_t (H, B), and backward's dh_{t-1} = (H, 4H) @ (4H, B); the best of the BLAS thread
+    counts and of the two orientations of the matmuls (batch-last as written, or batch-first:
+    (B, H) @ (H, 4H), as the engine runs them at many units). The input part and the weight
+    gradients, a block of steps per matmul, are left out: at these shapes they are a small
+    share, and leaving them out keeps this a lower bound."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4 * H, H), dtype=np.float32) / np.sqrt(H)
+    w_t = np.ascontiguousarray(w.T)
+    h = rng.standard_normal((H, B), dtype=np.float32)
+    z = np.empty((4 * H, B), np.float32)
+    dh = np.empty((H, B), np.float32)
+    h_rows, z_rows, dh_rows = np.ascontiguousarray(h.T), np.empty((B, 4 * H), np.float32), np.empty((B, H), np.float32)
+
+    def batch_last():
+        for _ in range(T):
+            np.matmul(w, h, out=z)
+            np.tanh(z, out=z)
+            np.tanh(h, out=dh)
+        for _ in range(T):
+            np.matmul(w_t, z, out=dh)
+
+    def batch_first():
+        for _ in range(T):
+            np.matmul(h_rows, w_t, out=z_rows)
+            np.tanh(z_rows, out=z_rows)
+            np.tanh(h_rows, out=dh_rows)
+        for _ in range(T):
+            np.matmul(z_rows, w, out=dh_rows)
+
+    cases = {(k, steps.__name__): (lambda: None, functools.partial(_with_blas_threads, k, steps))
+             for k in threads_list for steps in (batch_last, batch_first)}
+    return min(interleaved_medians(cases, repeats).values())
+
+
+def _with_blas_threads(k, fn):
+    with workers.blas_threads(k):
+        fn()
 
 
 def time_shape(shape, threads_list, repeats, torch):
@@ -85,6 +131,7 @@ def time_shape(shape, threads_list, repeats, torch):
         medians = interleaved_medians(cases, repeats)
         row["torch_ms"] = {k: 1000 * medians[k] for k in threads_list}
         time.sleep(0.5)
+    row["floor_ms"] = 1000 * numpy_floor(B, T, H, threads_list, repeats)
     flops = sum(lstm_flops(B, T, E, H))
     row["ours_best_ms"] = min(row["ours_ms"].values())
     row["ours_gflops"] = flops / row["ours_best_ms"] / 1e6
@@ -92,6 +139,7 @@ def time_shape(shape, threads_list, repeats, torch):
         row["torch_best_ms"] = min(row["torch_ms"].values())
         row["torch_gflops"] = flops / row["torch_best_ms"] / 1e6
         row["ratio"] = row["ours_best_ms"] / row["torch_best_ms"]
+        row["floor_ratio"] = row["floor_ms"] / row["torch_best_ms"]
     return row
 
 
@@ -105,7 +153,7 @@ def report(result, threads_list):
               f"{k} thr {v:.0f} GFLOP/s" for k, v in result["peak_gflops"].items()))
     head = (f"{'B':>4} {'T':>5} {'E':>4} {'H':>5} |" + "".join(f"{f'ours {k}c':>9}" for k in threads_list)
             + f"{'GF/s':>6} |" + "".join(f"{f'torch {k}t':>9}" for k in threads_list)
-            + f"{'GF/s':>6} | ours/torch | strategy at {threads_list[-1]} cores")
+            + f"{'GF/s':>6} | ours/torch | {'floor':>7} floor/torch | strategy at {threads_list[-1]} cores")
     print(head)
     for r in result["shapes"]:
         line = f"{r['B']:>4} {r['T']:>5} {r['E']:>4} {r['H']:>5} |"
@@ -113,6 +161,7 @@ def report(result, threads_list):
         if "torch_ms" in r:
             line += "".join(f"{r['torch_ms'][k]:>9.1f}" for k in threads_list)
             line += f"{r['torch_gflops']:>6.0f} | {r['ratio']:>10.2f}"
+        line += f" | {r['floor_ms']:>7.1f}" + (f" {r['floor_ratio']:>11.2f}" if "floor_ratio" in r else " " * 12)
         line += f" | {r['strategy'][threads_list[-1]]}"
         print(line)
     print(f"(times in ms; took {result['seconds']:.0f} s)")

@@ -5,7 +5,8 @@
 Three columns of panels, one per varied size: B (T 500, E 32, H 100), H (the grid's shapes with
 H above 100, each tick naming its whole shape, since B, T and E change with it) and T (B 64,
 E 32, H 100). Top row: milliseconds of one forward + backward, ours (best core count) and
-PyTorch (best thread count), log scale; bottom row: their ratio, with the issue's targets.
+PyTorch (best thread count), log scale, and the one-process NumPy floor where the run has it
+(`shapes.numpy_floor`); bottom row: their ratio, and the floor's to PyTorch.
 """
 import json
 import sys
@@ -41,24 +42,31 @@ def draw(result, path):
         rows = [r for _, _, r in points]
         top.plot(xs, [r["ours_best_ms"] for r in rows], "o-", label="ours (NumPy), best of 1 / 2 cores")
         top.plot(xs, [r["torch_best_ms"] for r in rows], "s--", label="torch.nn.LSTM, best of 1 / 2 threads")
+        has_floor = all("floor_ratio" in r for r in rows)
+        if has_floor:
+            top.plot(xs, [r["floor_ms"] for r in rows], "^:", color="grey",
+                     label="floor: 2 matmuls + 2 tanh a step, one process")
+            bottom.plot(xs, [r["floor_ratio"] for r in rows], "^:", color="grey", label="floor / PyTorch")
         top.set_yscale("log")
         top.set_title(title, fontsize=10)
         top.set_ylabel("ms, forward + backward")
-        bottom.plot(xs, [r["ratio"] for r in rows], "o-", color="C2")
+        bottom.plot(xs, [r["ratio"] for r in rows], "o-", color="C2", label="ours / PyTorch")
         for x, r in zip(xs, rows):
             bottom.annotate(f"{r['ratio']:.2f}", (x, r["ratio"]), textcoords="offset points",
                             xytext=(0, 6), ha="center", fontsize=8)
         bottom.axhline(1.0, color="grey", lw=0.8, ls=":")
         bottom.set_ylabel("ours / PyTorch")
         bottom.set_xlabel(xlabel)
-        bottom.set_ylim(0, max(1.6, 1.15 * max(r["ratio"] for r in rows)))
+        highest = max(max(r["ratio"], r.get("floor_ratio", 0)) for r in rows)
+        bottom.set_ylim(0, max(1.6, 1.15 * highest))
         for ax in (top, bottom):
             ax.set_xticks(list(xs))
             ax.set_xticklabels(ticks, fontsize=8)
             ax.grid(alpha=0.3)
-    drawn = [ax for ax in axes[0] if ax.get_visible()]
-    if drawn:
-        drawn[0].legend(fontsize=8)
+    for row in axes:
+        drawn = [ax for ax in row if ax.get_visible() and ax.get_legend_handles_labels()[0]]
+        if drawn:
+            drawn[0].legend(fontsize=8)
     fig.suptitle("LSTM layer forward + backward, float32 (bench_lstm.py --sweep); "
                  "ratio below 1: NumPy faster", fontsize=11)
     fig.tight_layout()
