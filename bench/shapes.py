@@ -10,12 +10,12 @@ with subnormals flushed (bench_lstm.import_torch), on the same weights, its h_T 
 ours within 1e-4. Each time is the median of the repeats after one warm-up; ours are interleaved
 with each other, then PyTorch's with each other (bench_lstm.bench_shape says why not all in one).
 "ours / PyTorch" sets our best core count against PyTorch's best thread count. "floor" is the
-least any LSTM loop of NumPy calls in one process can take at the shape (`numpy_floor`): per step,
-the recurrent matmul of forward and of backward and the two tanh calls, nothing else, at the
-best of 1 and 2 BLAS threads and of both orientations; "floor / PyTorch" above 1 means no such loop can reach PyTorch
-there, however few its other calls. The shapes run one
-after another in one process, after the machine's sgemm peak: ratios of one run are what to read
-on a shared machine.
+least any LSTM loop of NumPy calls in one process can take at the shape (`numpy_floor`): per
+step, the recurrent matmul of forward and of backward and the two tanh calls, nothing else, at
+the best of 1 and 2 BLAS threads and of both orientations; "floor / PyTorch" above 1 means no
+such loop can reach PyTorch there, however few its other calls. The shapes run one after
+another in one process, after the machine's sgemm peak: ratios of one run are what to read on a
+shared machine.
 
 --sweep runs SWEEP_SHAPES (issue 15's grid, then T from 50 to 1,000 at the tutorial's B, E, H),
 writes the JSON to bench/sweep.json and draws time and ratio against B, H and T to
@@ -58,8 +58,8 @@ def numpy_floor(B, T, H, threads_list, repeats):
     and on c_t (H, B), and backward's dh_{t-1} = (H, 4H) @ (4H, B); the best of the BLAS thread
     counts and of the two orientations of the matmuls (batch-last as written, or batch-first:
     (B, H) @ (H, 4H), as the engine runs them at many units). The input part and the weight
-    gradients, a block of steps per matmul, are left out: at these shapes they are a small
-    share, and leaving them out keeps this a lower bound."""
+    gradients (a block of steps per matmul) and every other element-wise call are left out, which
+    keeps this a lower bound."""
     rng = np.random.default_rng(0)
     w = rng.standard_normal((4 * H, H), dtype=np.float32) / np.sqrt(H)
     w_t = np.ascontiguousarray(w.T)
