@@ -74,7 +74,7 @@ def main(run_paths):
     y = np.concatenate(pooled_y)
     for name, parts in pooled.items():
         z = np.concatenate(parts)
-        print(f"| all | {len(y)} | {name} | {accuracy(z, y):.3f} | {binary_crossentropy(z, y)[0]:.3f} | |")
+        print(f"| all | {len(y)} | {name} | {accuracy(z, y):.4f} | {binary_crossentropy(z, y)[0]:.5f} | |")
 
 
 if __name__ == "__main__":

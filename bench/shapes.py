@@ -64,28 +64,23 @@ def numpy_floor(B, T, H, threads_list, repeats):
     w = rng.standard_normal((4 * H, H), dtype=np.float32) / np.sqrt(H)
     w_t = np.ascontiguousarray(w.T)
     h = rng.standard_normal((H, B), dtype=np.float32)
-    z = np.empty((4 * H, B), np.float32)
-    dh = np.empty((H, B), np.float32)
-    h_rows, z_rows, dh_rows = np.ascontiguousarray(h.T), np.empty((B, 4 * H), np.float32), np.empty((B, H), np.float32)
+    h_rows = np.ascontiguousarray(h.T)
+    z, z_rows = np.empty((4 * H, B), np.float32), np.empty((B, 4 * H), np.float32)
+    dh, dh_rows = np.empty((H, B), np.float32), np.empty((B, H), np.float32)
+    # (forward matmul's operands, h, z, dh, backward matmul's operands) of each orientation
+    orientations = [((w, h), h, z, dh, (w_t, z)),                              # batch-last
+                    ((h_rows, w_t), h_rows, z_rows, dh_rows, (z_rows, w))]     # batch-first
 
-    def batch_last():
+    def steps(forward, h, z, dh, backward):
         for _ in range(T):
-            np.matmul(w, h, out=z)
+            np.matmul(*forward, out=z)
             np.tanh(z, out=z)
             np.tanh(h, out=dh)
         for _ in range(T):
-            np.matmul(w_t, z, out=dh)
+            np.matmul(*backward, out=dh)
 
-    def batch_first():
-        for _ in range(T):
-            np.matmul(h_rows, w_t, out=z_rows)
-            np.tanh(z_rows, out=z_rows)
-            np.tanh(h_rows, out=dh_rows)
-        for _ in range(T):
-            np.matmul(z_rows, w, out=dh_rows)
-
-    cases = {(k, steps.__name__): (lambda: None, functools.partial(_with_blas_threads, k, steps))
-             for k in threads_list for steps in (batch_last, batch_first)}
+    cases = {(k, n): (lambda: None, functools.partial(_with_blas_threads, k, functools.partial(steps, *arrays)))
+             for k in threads_list for n, arrays in enumerate(orientations)}
     return min(interleaved_medians(cases, repeats).values())
 
 

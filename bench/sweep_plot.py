@@ -42,8 +42,7 @@ def draw(result, path):
         rows = [r for _, _, r in points]
         top.plot(xs, [r["ours_best_ms"] for r in rows], "o-", label="ours (NumPy), best of 1 / 2 cores")
         top.plot(xs, [r["torch_best_ms"] for r in rows], "s--", label="torch.nn.LSTM, best of 1 / 2 threads")
-        has_floor = all("floor_ratio" in r for r in rows)
-        if has_floor:
+        if all("floor_ratio" in r for r in rows):
             top.plot(xs, [r["floor_ms"] for r in rows], "^:", color="grey",
                      label="floor: 2 matmuls + 2 tanh a step, one process")
             bottom.plot(xs, [r["floor_ratio"] for r in rows], "^:", color="grey", label="floor / PyTorch")
