@@ -61,7 +61,9 @@ def numpy_floor(B, T, H, threads_list, repeats):
     gradients (a block of steps per matmul) and every other element-wise call are left out, which
     keeps this a lower bound."""
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((4 * H, H), dtype=np.float32) / np.sqrt(H)
+    # float32 throughout, as the engine runs: a float64 scale here once made w float64 (NumPy 2
+    # keeps an np.float64 scalar's type), and every matmul cast it, two to three times slower.
+    w = rng.standard_normal((4 * H, H), dtype=np.float32) / np.float32(np.sqrt(H))
     w_t = np.ascontiguousarray(w.T)
     h = rng.standard_normal((H, B), dtype=np.float32)
     h_rows = np.ascontiguousarray(h.T)
@@ -70,6 +72,7 @@ def numpy_floor(B, T, H, threads_list, repeats):
     # (forward matmul's operands, h, z, dh, backward matmul's operands) of each orientation
     orientations = [((w, h), h, z, dh, (w_t, z)),                              # batch-last
                     ((h_rows, w_t), h_rows, z_rows, dh_rows, (z_rows, w))]     # batch-first
+    assert all(a.dtype == np.float32 for a in (w, w_t, h, h_rows, z, z_rows, dh, dh_rows))
 
     def steps(forward, h, z, dh, backward):
         for _ in range(T):

@@ -125,7 +125,8 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare)
     x_cols = np.empty((E + 1, steps, B), dtype)   # a block's [x_t; 1], side by side
     zx = np.empty((4 * H, steps, B), dtype)       # its input part of z_t
     ig = np.empty((H, B), dtype)
-    zh = None
+    recurrent_weights_t = None
+    zh = np.empty((4 * H, B), dtype)              # a step's recurrent part of z_t
     if batch_first_step(H, B, dtype):
         recurrent_weights_t = np.ascontiguousarray(recurrent_weights.T)
         zh = np.empty((B, 4 * H), dtype)
@@ -134,14 +135,21 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare)
         n = hi - lo
         np.copyto(x_cols[:, :n], xh[lo:hi, :E + 1].transpose(1, 0, 2))
         np.matmul(input_weights, x_cols[:, :n].reshape(E + 1, n * B), out=zx[:, :n].reshape(4 * H, n * B))
+        # The block's input parts go into their steps' gates in one copy, so that each step
+        # adds its recurrent part to a contiguous block rather than reading zx[:, t - lo], B
+        # values every steps * B (the same sums: addition commutes, so the same bits). The
+        # forward on one core, medians of 15 interleaved, two runs: (B, T, E, H) =
+        # (1, 500, 32, 100) 9.0 -> 7.9 and 10.5 -> 9.6 ms; at B = 8 and 32 and at H = 512
+        # and 1,024 within the noise (0-5% faster).
+        np.copyto(gates[lo:hi], zx[:, :n].transpose(1, 0, 2))
         for t in range(lo, hi):
             z = gates[t]
-            if zh is None:
-                np.matmul(recurrent_weights, h_in[t], out=z)
-                z += zx[:, t - lo]                    # pre-activations, loop layout
+            if recurrent_weights_t is None:
+                np.matmul(recurrent_weights, h_in[t], out=zh)
+                z += zh                               # pre-activations, loop layout
             else:                                     # the same, through zh (B, 4H)
                 np.matmul(h_in[t].T, recurrent_weights_t, out=zh)
-                np.add(zh.T, zx[:, t - lo], out=z)
+                z += zh.T
             np.tanh(z, out=z)                         # tanh(z / 2) of i, f, o; c~ = tanh(z_c)
             sig = z[:3 * H]
             sig *= 0.5
