@@ -133,7 +133,7 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare)
     for lo in range(t0, T, steps):
         hi = min(T, lo + steps)
         n = hi - lo
-        np.copyto(x_cols[:, :n], xh[lo:hi, :E + 1].transpose(1, 0, 2))
+        copy_swapped(x_cols[:, :n], xh[lo:hi, :E + 1])
         np.matmul(input_weights, x_cols[:, :n].reshape(E + 1, n * B), out=zx[:, :n].reshape(4 * H, n * B))
         # The block's input parts go into their steps' gates in one copy, so that each step
         # adds its recurrent part to a contiguous block rather than reading zx[:, t - lo], B
@@ -141,7 +141,7 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare)
         # forward on one core, medians of 15 interleaved, two runs: (B, T, E, H) =
         # (1, 500, 32, 100) 9.0 -> 7.9 and 10.5 -> 9.6 ms; at B = 8 and 32 and at H = 512
         # and 1,024 within the noise (0-5% faster).
-        np.copyto(gates[lo:hi], zx[:, :n].transpose(1, 0, 2))
+        copy_swapped(gates[lo:hi], zx[:, :n])
         for t in range(lo, hi):
             z = gates[t]
             if recurrent_weights_t is None:
@@ -176,6 +176,26 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare)
     else:
         out = hs[T].T.copy()                            # h_T (h0 if T = 0)
     return out, LoopCache(xh, plan, gates, c, tanh_c, keep, kernel, recurrent_kernel, spare)
+
+
+def copy_swapped(out, a):
+    """out (m, n, B) = a (n, m, B) with its first two axes swapped: the copy between the loop's
+    time-major arrays and the blocks of steps side by side.
+
+    Each row of B values is contiguous in both, so they are moved as single items of a void
+    dtype (4B bytes in float32) rather than B floats at a time: NumPy then runs one inner loop
+    over all the rows of a slice, not one per row. One copy of 533 features by 512 columns, one
+    core: 859 -> 92 us at B = 4, 331 -> 149 at B = 8, 102 -> 60 at B = 32; a whole forward +
+    backward (T, E, H = 500, 32, 100), medians of 15 interleaved, two runs: B = 4 8% faster,
+    B = 8 2-13%, B = 32 unchanged. At B = 1 the plain copy is already a 2-D transpose, and
+    faster (223 against 297 us).
+    """
+    B = a.shape[2]
+    if B == 1:
+        np.copyto(out, a.transpose(1, 0, 2))
+        return
+    row = np.dtype((np.void, B * a.itemsize))
+    np.copyto(out.view(row)[..., 0], a.view(row)[..., 0].T)
 
 
 def backward_rows(dout, cache):
@@ -370,8 +390,8 @@ class StepColumns:
             self.hi = lo + n
         self.lo = lo
         at = steps - (self.hi - lo)
-        np.copyto(self.xh_cols[:, at:at + n], xh.transpose(1, 0, 2))
-        np.copyto(self.dz_cols[:, at:at + n], dz.transpose(1, 0, 2))
+        copy_swapped(self.xh_cols[:, at:at + n], xh)
+        copy_swapped(self.dz_cols[:, at:at + n], dz)
 
     def flush(self):
         """The matmuls of the steps held: dx_t for them, their share of the weight gradients."""
