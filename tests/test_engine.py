@@ -106,6 +106,20 @@ def test_no_time_step_passes_the_state_through(return_sequences):
     assert not any(g.any() for g in got[3:])
 
 
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_an_empty_batch_gives_empty_outputs_and_zero_gradients(return_sequences):
+    """No rows (a predict on no review): the engine once failed here, in a block copy."""
+    T, E, H = 5, 3, 4
+    fast, ref = twins(lambda impl: LSTM(E, H, np.random.default_rng(1), return_sequences, np.float64,
+                                        implementation=impl))
+    x = np.zeros((0, T, E))
+    dout = np.zeros((0, T, H) if return_sequences else (0, H))
+    got, _ = run(fast, x, None, None, dout, None)
+    assert_same(got, run(ref, x, None, None, dout, None)[0])
+    assert got[0].shape == dout.shape and got[1].shape == x.shape
+    assert not any(g.any() for g in got[4:])
+
+
 @pytest.mark.parametrize("implementation", ["fast", "reference"])
 def test_backward_leaves_dout_alone(implementation):
     """With one unit, dout.T is contiguous: the engine once wrote its steps into the caller's dout."""
