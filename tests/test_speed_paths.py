@@ -370,6 +370,30 @@ def test_large_parts_go_through_the_mailbox_and_match_one_process():
 
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="workers and memfd are Linux-only")
+def test_weights_from_the_mailbox_outlive_the_next_message():
+    """Weights large enough for the mailbox (here 266 KB) travel there; the worker's cache keeps
+    them until backward, and the next message overwrites the mailbox: a second layer's forward
+    between the first's forward and backward must not change the first's gradients."""
+    workers._reset_workers()
+    try:
+        first, x, mask, state = make_case(16, T=20, E=64, H=64, masked="pre", seed=1)
+        second, x2, _, _ = make_case(16, T=20, E=64, H=64, seed=2)
+        assert first.kernel.nbytes + first.recurrent_kernel.nbytes > 2 * mailbox.Mailbox.MIN_BYTES
+        dout = np.random.default_rng(3).normal(size=(16, 64))
+        workers.set_num_threads(1)
+        out, cache = first.forward(x, mask, state)
+        expected = first.backward(dout, cache)
+        workers.set_num_threads(2)
+        out, cache = first.forward(x, mask, state)
+        second.forward(x2)                       # its weights and rows overwrite the mailbox
+        dx, (dh0, dc0), grads = first.backward(dout, cache)
+        for a, b in zip([dx, dh0, dc0] + grads, [expected[0], *expected[1], *expected[2]]):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+    finally:
+        workers.set_num_threads(None)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="workers and memfd are Linux-only")
 def test_without_memfd_large_parts_go_through_the_pipe(monkeypatch):
     def refused(name):
         raise OSError("memfd_create refused")

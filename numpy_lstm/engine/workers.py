@@ -366,9 +366,12 @@ def forward_parts(weights, return_sequences, inputs, key, spare, blas=1):
     workers = _usable_workers(len(inputs) - 1)
     sent = []
     try:
-        for worker, args in zip(workers, inputs[1:]):
+        for worker, (x, mask, state, keep) in zip(workers, inputs[1:]):
             token = next(_tokens)
-            worker.request("forward", key, token, (weights, return_sequences), args)  # today's weights
+            # Arrays side by side, not in tuples, so that the large ones, today's weights among
+            # them, go through the mailbox rather than pickled through the pipe
+            h0, c0 = (None, None) if state is None else state
+            worker.request("forward", key, token, return_sequences, (x, mask, h0, c0, keep, *weights))
             sent.append((worker, token))
         with blas_threads(blas), flush_subnormals():
             results = [loops.forward_rows(weights, *inputs[0], return_sequences, spare)]
@@ -391,7 +394,9 @@ def backward_parts(douts, caches, blas=1):
             cache.spend()
         with blas_threads(blas), flush_subnormals():
             results = [loops.backward_rows(douts[0], caches[0])]
-        results += [cache.worker.reply() for _, cache in remote]
+        for _, cache in remote:
+            dx, dh0, dc0, *grads = cache.worker.reply()   # flat, as `_run_part` sends it
+            results.append((dx, (dh0, dc0), grads))
     except BaseException:      # replies may be left in a pipe: start afresh
         _reset_workers()
         raise
@@ -449,11 +454,17 @@ def _run_part(op, key, token, payload, arrays, spares, caches):
     paid for fresh pages, and the bench's 2-core forward + backward took 160 ms instead of 95.)
     """
     if op == "forward":
-        weights, return_sequences = payload
+        return_sequences = payload
+        x, mask, h0, c0, keep, *weights = arrays
+        # forward_rows copies x, mask, state and keep into its own arrays, but its cache keeps
+        # the weights, and the next message overwrites the mailbox: copies of them
+        weights = [np.array(w) for w in weights]
         spare = spares.setdefault(key, loops.SpareArrays())   # the layer's buffers in this worker
-        out, cache = loops.forward_rows(weights, *arrays, return_sequences, spare)
+        out, cache = loops.forward_rows(weights, x, mask, None if h0 is None else (h0, c0), keep,
+                                        return_sequences, spare)
         caches[token] = cache
         return (out,)
     if token not in caches:
         raise ValueError("this LSTM cache was used by an earlier backward: run forward again")
-    return loops.backward_rows(arrays[0], caches.pop(token))
+    dx, (dh0, dc0), grads = loops.backward_rows(arrays[0], caches.pop(token))
+    return (dx, dh0, dc0, *grads)    # flat, so that every large array goes through the mailbox
