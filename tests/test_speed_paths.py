@@ -371,7 +371,7 @@ def test_large_parts_go_through_the_mailbox_and_match_one_process():
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="workers and memfd are Linux-only")
 def test_weights_from_the_mailbox_outlive_the_next_message():
-    """Weights large enough for the mailbox (here 266 KB) travel there; the worker's cache keeps
+    """Weights large enough for the mailbox (here 264 KB) travel there; the worker's cache keeps
     them until backward, and the next message overwrites the mailbox: a second layer's forward
     between the first's forward and backward must not change the first's gradients."""
     workers._reset_workers()
@@ -381,10 +381,10 @@ def test_weights_from_the_mailbox_outlive_the_next_message():
         assert first.kernel.nbytes + first.recurrent_kernel.nbytes > 2 * mailbox.Mailbox.MIN_BYTES
         dout = np.random.default_rng(3).normal(size=(16, 64))
         workers.set_num_threads(1)
-        out, cache = first.forward(x, mask, state)
+        _, cache = first.forward(x, mask, state)
         expected = first.backward(dout, cache)
         workers.set_num_threads(2)
-        out, cache = first.forward(x, mask, state)
+        _, cache = first.forward(x, mask, state)
         second.forward(x2)                       # its weights and rows overwrite the mailbox
         dx, (dh0, dc0), grads = first.backward(dout, cache)
         for a, b in zip([dx, dh0, dc0] + grads, [expected[0], *expected[1], *expected[2]]):
