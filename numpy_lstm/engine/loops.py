@@ -125,11 +125,12 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare)
     x_cols = np.empty((E + 1, steps, B), dtype)   # a block's [x_t; 1], side by side
     zx = np.empty((4 * H, steps, B), dtype)       # its input part of z_t
     ig = np.empty((H, B), dtype)
-    recurrent_weights_t = None
-    zh = np.empty((4 * H, B), dtype)              # a step's recurrent part of z_t
     if batch_first_step(H, B, dtype):
         recurrent_weights_t = np.ascontiguousarray(recurrent_weights.T)
-        zh = np.empty((B, 4 * H), dtype)
+        zh = np.empty((B, 4 * H), dtype)          # a step's recurrent part of z_t, batch-first
+    else:
+        recurrent_weights_t = None
+        zh = np.empty((4 * H, B), dtype)          # a step's recurrent part of z_t
     for lo in range(t0, T, steps):
         hi = min(T, lo + steps)
         n = hi - lo
