@@ -1,11 +1,14 @@
 """How the engine uses the cores by shape (workers.plan_cores, engine.strategy), and that each way
 computes what reference.py computes in float64: rows over processes, one process with BLAS's
 threads, one process on one core with no worker forked; and the loops' blocks of steps."""
+import threading
+
 import numpy as np
 import pytest
 
 from numpy_lstm import LSTM, engine, set_num_threads
 from numpy_lstm.engine import loops, workers
+from numpy_lstm.engine.sidethread import SideThread
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 
@@ -19,10 +22,10 @@ def fresh_workers():
     set_num_threads(None)
 
 
-def twins(E, H, return_sequences=False, seed=0):
+def twins(E, H, return_sequences=False, seed=0, recurrent_dropout=0.0):
     """LSTM(implementation="fast") and ("reference"), float64, equal random weights and biases."""
-    fast, ref = (LSTM(E, H, np.random.default_rng(seed), return_sequences, np.float64, implementation=impl)
-                 for impl in ("fast", "reference"))
+    fast, ref = (LSTM(E, H, np.random.default_rng(seed), return_sequences, np.float64, recurrent_dropout,
+                      implementation=impl) for impl in ("fast", "reference"))
     rng = np.random.default_rng(seed + 1)
     for a, b in zip(fast.weights, ref.weights):
         a[...] = rng.normal(size=a.shape) * 0.3
@@ -44,11 +47,13 @@ def case(B, T, E, H, return_sequences, masked, seed=2):
     return x, mask, state, dout
 
 
-def both(fast, ref, x, mask, state, dout):
-    """[out, dx, dh0, dc0, dkernel, drecurrent, dbias] of each."""
+def both(fast, ref, x, mask, state, dout, dropout_seed=None):
+    """[out, dx, dh0, dc0, dkernel, drecurrent, dbias] of each; with dropout_seed, the layers'
+    recurrent dropout draws its keep mask from a generator of that seed, the same for both."""
     results = []
     for layer in (fast, ref):
-        out, cache = layer.forward(x, mask, state)
+        rng = None if dropout_seed is None else np.random.default_rng(dropout_seed)
+        out, cache = layer.forward(x, mask, state, rng)
         dx, (dh0, dc0), grads = layer.backward(dout, cache)
         results.append([out, dx, dh0, dc0] + grads)
     return results
@@ -62,8 +67,10 @@ def assert_equal_to_reference(got, expected):
 
 @pytest.mark.parametrize("B, H, cores, plan, words", [
     (1, 100, 2, (1, 1), "one process, one thread"),           # one review: no worker
-    (7, 100, 2, (1, 1), "one process, one thread"),
-    (15, 100, 2, (1, 1), "one process, one thread"),          # two parts would have under 8 rows
+    (4, 100, 2, (1, 1), "one process, one thread"),           # 400 elements a step: GIL held
+    (7, 100, 2, (1, 1), "one process, block matmuls on a side thread"),
+    (15, 100, 2, (1, 1), "one process, block matmuls on a side thread"),   # two parts: under 8 rows
+    (15, 100, 1, (1, 1), "one process, one thread"),          # no second core
     (16, 100, 2, (2, 1), "rows split over 2 processes"),
     (256, 100, 2, (2, 1), "rows split over 2 processes"),
     (64, 100, 4, (4, 1), "rows split over 4 processes"),
@@ -162,16 +169,69 @@ def test_batch_first_step_matmuls_equal_reference(monkeypatch, fresh_workers, co
     set_num_threads(cores)
     B, T, E, H = 16, 7, 3, 4
     assert loops.batch_first_step(H, B, np.float64)
-    fast, ref = (LSTM(E, H, np.random.default_rng(0), return_sequences, np.float64, recurrent_dropout,
-                      implementation=impl) for impl in ("fast", "reference"))
-    rng = np.random.default_rng(1)
-    for a, b in zip(fast.weights, ref.weights):
-        a[...] = rng.normal(size=a.shape) * 0.3
-        b[...] = a
+    fast, ref = twins(E, H, return_sequences, recurrent_dropout=recurrent_dropout)
     x, mask, state, dout = case(B, T, E, H, return_sequences, masked)
-    results = []
-    for layer in (fast, ref):
-        out, cache = layer.forward(x, mask, state, np.random.default_rng(5) if recurrent_dropout else None)
-        dx, (dh0, dc0), grads = layer.backward(dout, cache)
-        results.append([out, dx, dh0, dc0] + grads)
-    assert_equal_to_reference(*results)
+    assert_equal_to_reference(*both(fast, ref, x, mask, state, dout, 5 if recurrent_dropout else None))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("recurrent_dropout", [0.0, 0.4])
+def test_side_thread_equals_reference_and_one_thread_bit_for_bit(
+        monkeypatch, fresh_workers, tiny_blocks, masked, return_sequences, recurrent_dropout):
+    """The block matmuls on a side thread (workers.side_thread), here at a size where they would
+    not be, over several blocks (tiny_blocks): the forward's input parts and the backward's runs
+    of dx and weight-gradient columns, the same sums as on one thread, in the same order, so the
+    same bits."""
+    monkeypatch.setattr(workers, "GIL_FREE_ELEMENTS", 0)
+    B, T, E, H = 8, 13, 3, 4
+    fast, ref = twins(E, H, return_sequences, recurrent_dropout=recurrent_dropout)
+    x, mask, state, dout = case(B, T, E, H, return_sequences, masked)
+    ran_on = []          # (block matmul, whether it ran on the main thread)
+    for cls, name in ((loops.InputPart, "_compute"), (loops.StepColumns, "_take")):
+        monkeypatch.setattr(cls, name, watched(getattr(cls, name), name, ran_on))
+    results = {}
+    for cores in (2, 1):
+        set_num_threads(cores)
+        ran_on.clear()
+        results[cores], expected = both(fast, ref, x, mask, state, dout, 5 if recurrent_dropout else None)
+        assert_equal_to_reference(results[cores], expected)
+        for name in ("_compute", "_take"):      # several blocks each, on the side at 2 cores
+            on_main = [main for n, main in ran_on if n == name]
+            assert len(on_main) > 2
+            first_on_main = name == "_compute"    # the forward's first block: at once, here
+            assert on_main == [cores == 1 or first_on_main] + [cores == 1] * (len(on_main) - 1)
+    assert engine.strategy(B, H, 2) == "one process, block matmuls on a side thread"
+    for a, b in zip(results[2], results[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def watched(method, name, calls):
+    """method, appending (name, whether on the main thread) to calls at each call."""
+    def run(self, *args):
+        calls.append((name, threading.current_thread() is threading.main_thread()))
+        return method(self, *args)
+    return run
+
+
+@pytest.mark.parametrize("fails", ["forward's side thread", "backward's side thread", "backward's step loop"])
+def test_an_error_on_either_thread_reaches_the_caller_and_the_side_thread_ends(monkeypatch, tiny_blocks, fails):
+    B, T, E, H = 8, 30, 3, 4
+    fast, _ = twins(E, H)
+    x, _, _, dout = case(B, T, E, H, False, False)
+    where = {"forward's side thread": (loops.InputPart, "_compute"),
+             "backward's side thread": (loops.StepColumns, "_take"),
+             "backward's step loop": (loops, "bptt_block")}[fails]
+    method = getattr(*where)
+
+    def broken(*args):
+        on_main = threading.current_thread() is threading.main_thread()
+        if on_main == fails.endswith("side thread"):      # the forward's first block, here
+            return method(*args)
+        raise MemoryError(fails)
+
+    monkeypatch.setattr(*where, broken)
+    with pytest.raises(MemoryError, match=fails):
+        out, cache = loops.forward_rows(fast.weights, x, None, None, None, False, loops.SpareArrays(), True)
+        loops.backward_rows(dout, cache, side_thread=True)
+    assert not [t for t in threading.enumerate() if t.name == SideThread.NAME]

@@ -5,7 +5,9 @@ the time loops run laid out for speed (`loops`), with subnormals flushed to zero
 on the cores as the shape asks (`strategy`, `workers.plan_cores`): a batch of 16 rows or more is
 cut into parts of rows, one per core (`rows`), this process running the first part and worker
 processes the others (`workers`), each the whole time loop on its own rows; a smaller batch runs
-in one process, with BLAS's threads on the matmuls at many units, on one core at few.
+in one process, with BLAS's threads on the matmuls at many units, on one core at few (with the
+matmuls that run a block of steps at a time on a second thread, `sidethread`, when a second
+core is free).
 Rows never interact, so the split changes no output.
 
 Layout, as in Keras: kernel (E, 4H), recurrent_kernel (H, 4H), bias (4H,), gate blocks i, f, c, o.
@@ -34,13 +36,18 @@ class Workspace:
 
 def strategy(B, H, cores=None):
     """How a batch of B rows and H units runs on `cores` (default get_num_threads()), in words:
-    "rows split over n processes", "one process, BLAS n threads" or "one process, one thread"
+    "rows split over n processes", "one process, BLAS n threads", "one process, block matmuls on
+    a side thread" (`workers.side_thread`) or "one process, one thread"
     (`workers.plan_cores`; where fork is refused, the parts run one after another in this
     process, split the same way; off Linux, in one part)."""
     parts, blas = workers.plan_cores(B, H, cores)
     if parts > 1:
         return f"rows split over {parts} processes"
-    return f"one process, BLAS {blas} threads" if blas > 1 else "one process, one thread"
+    if blas > 1:
+        return f"one process, BLAS {blas} threads"
+    if workers.side_thread(B, H, cores):
+        return "one process, block matmuls on a side thread"
+    return "one process, one thread"
 
 
 def lstm_forward(weights, x, mask, initial_state, keep, return_sequences, workspace):
@@ -55,12 +62,14 @@ def lstm_forward(weights, x, mask, initial_state, keep, return_sequences, worksp
     short and long sequences.
     """
     x = np.asarray(x)
-    parts, blas = workers.plan_cores(x.shape[0], weights[1].shape[0])
-    parts = batch_parts(workers.split_rows(x.shape[0], parts), mask)
+    B, H = x.shape[0], weights[1].shape[0]
+    parts, blas = workers.plan_cores(B, H)
+    parts = batch_parts(workers.split_rows(B, parts), mask)
     inputs = [(take_rows(x, p), take_rows(mask, p), None if initial_state is None else
                (take_rows(initial_state[0], p), take_rows(initial_state[1], p)), take_rows(keep, p))
               for p in parts]
-    results = workers.forward_parts(weights, return_sequences, inputs, workspace.key, workspace.spare, blas)
+    results = workers.forward_parts(weights, return_sequences, inputs, workspace.key, workspace.spare, blas,
+                                    workers.side_thread(B, H))
     out = gather_rows(parts, [out for out, _ in results])
     return out, (parts, [cache for _, cache in results])
 
@@ -74,8 +83,10 @@ def lstm_backward(dout, cache):
     """
     parts, caches = cache
     dout = np.asarray(dout)
-    _, blas = workers.plan_cores(dout.shape[0], dout.shape[-1])    # B and H: as in forward
-    results = workers.backward_parts([take_rows(dout, p) for p in parts], caches, blas)
+    B, H = dout.shape[0], dout.shape[-1]
+    _, blas = workers.plan_cores(B, H)                              # as in forward
+    results = workers.backward_parts([take_rows(dout, p) for p in parts], caches, blas,
+                                     workers.side_thread(B, H))
     dx = gather_rows(parts, [r[0] for r in results])
     dh0 = gather_rows(parts, [r[1][0] for r in results])
     dc0 = gather_rows(parts, [r[1][1] for r in results])

@@ -12,6 +12,8 @@ Shapes: B rows of this part, T time steps, E input features, H units.
 """
 import numpy as np
 
+from .sidethread import SideThread
+
 # Elements of the block of gate-derivative factors that backward_rows fills before running the
 # block's steps: small enough to stay in cache, large enough to amortise NumPy's per-call cost.
 _BACKWARD_BLOCK = 1 << 17
@@ -62,13 +64,14 @@ def batch_first_step(H, B, dtype):
     return H * H * 4 * np.dtype(dtype).itemsize >= BATCH_FIRST_MIN_BYTES and B <= 64
 
 
-def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare):
+def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare, side_thread=False):
     """The LSTM over one part of the batch, in this process: (out, cache).
 
     weights: [kernel, recurrent_kernel, bias]; x (B, T, E); mask bool (B, T) or None;
     initial_state (h0 (B, H), c0 (B, H)) or None for zeros; keep (B, H): recurrent dropout's
-    scaled mask, or None; spare: the `SpareArrays` that lend the large buffers. out is h_T
-    (B, H), or every state (B, T, H) with return_sequences; cache is a `LoopCache`.
+    scaled mask, or None; spare: the `SpareArrays` that lend the large buffers; side_thread:
+    whether the input part's blocks are computed ahead on a `SideThread`. out is h_T (B, H), or
+    every state (B, T, H) with return_sequences; cache is a `LoopCache`.
 
     The loop's arrays are time-major and batch-last: step t's values are a (features, B)
     block, so each gate's values over the part's rows are one contiguous (H, B) block and
@@ -76,7 +79,7 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare)
     one short loop per row, 2-5x slower). The pre-activations are
     z_t = [input weights] @ [x_t; 1] + [recurrent weights] @ h_{t-1} (`loop_weights`): the input
     part does not depend on the recurrence, so it is one large matmul for a block of steps
-    (`block_steps`: their steps * B columns side by side), as cuDNN does, and the step's own
+    (`InputPart`, `block_steps`: their steps * B columns side by side), as cuDNN does, and the step's own
     matmul is only the recurrent (4H, H) @ (H, B) (batch-first at many units: `batch_first_step`).
     With a mask, the loop starts at the first
     step where some row is unmasked (before it, every row keeps (h0, c0)); a step where some
@@ -122,8 +125,9 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare)
     if keep is not None:                          # the loop writes h_in from t0 + 1 on
         np.multiply(hs[:t0 + 1], keep, out=h_in[:t0 + 1])
     steps = block_steps(T, B)
-    x_cols = np.empty((E + 1, steps, B), dtype)   # a block's [x_t; 1], side by side
-    zx = np.empty((4 * H, steps, B), dtype)       # its input part of z_t
+    blocks = [(lo, min(T, lo + steps)) for lo in range(t0, T, steps)]
+    side = SideThread() if side_thread and len(blocks) > 1 else None
+    inputs = InputPart(input_weights, xh, gates, blocks, side)
     ig = np.empty((H, B), dtype)
     if batch_first_step(H, B, dtype):
         recurrent_weights_t = np.ascontiguousarray(recurrent_weights.T)
@@ -131,46 +135,40 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare)
     else:
         recurrent_weights_t = None
         zh = np.empty((4 * H, B), dtype)          # a step's recurrent part of z_t
-    for lo in range(t0, T, steps):
-        hi = min(T, lo + steps)
-        n = hi - lo
-        copy_swapped(x_cols[:, :n], xh[lo:hi, :E + 1])
-        np.matmul(input_weights, x_cols[:, :n].reshape(E + 1, n * B), out=zx[:, :n].reshape(4 * H, n * B))
-        # The block's input parts go into their steps' gates in one copy, so that each step
-        # adds its recurrent part to a contiguous block rather than reading zx[:, t - lo], B
-        # values every steps * B (the same sums: addition commutes, so the same bits). The
-        # forward on one core, medians of 15 interleaved, two runs: (B, T, E, H) =
-        # (1, 500, 32, 100) 9.0 -> 7.9 and 10.5 -> 9.6 ms; at B = 8 and 32 and at H = 512
-        # and 1,024 within the noise (0-5% faster).
-        copy_swapped(gates[lo:hi], zx[:, :n])
-        for t in range(lo, hi):
-            z = gates[t]
-            if recurrent_weights_t is None:
-                np.matmul(recurrent_weights, h_in[t], out=zh)
-                z += zh                               # pre-activations, loop layout
-            else:                                     # the same, through zh (B, 4H)
-                np.matmul(h_in[t].T, recurrent_weights_t, out=zh)
-                z += zh.T
-            np.tanh(z, out=z)                         # tanh(z / 2) of i, f, o; c~ = tanh(z_c)
-            sig = z[:3 * H]
-            sig *= 0.5
-            sig += 0.5                                # i, f, o = (1 + tanh(z / 2)) / 2
-            i, f, o, g = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
-            c_t = c[t + 1]
-            np.multiply(f, c[t], out=c_t)
-            np.multiply(i, g, out=ig)
-            c_t += ig                                 # c_t = f * c_{t-1} + i * c~
-            np.tanh(c_t, out=tanh_c[t])
-            np.multiply(o, tanh_c[t], out=hs[t + 1])  # h_t = o * tanh(c_t)
-            if partial[t]:
-                # Masked rows carry the previous state. The step ran on them anyway: NumPy's
-                # loops run faster on whole blocks than on a selection of columns, and backward
-                # zeroes whatever it derives from a masked column's gate values.
-                masked = ~unmasked[t]
-                np.copyto(c_t, c[t], where=masked)
-                np.copyto(hs[t + 1], hs[t], where=masked)
-            if keep is not None:
-                np.multiply(hs[t + 1], keep, out=h_in[t + 1])
+    try:
+        for k, (lo, hi) in enumerate(blocks):
+            inputs.ready(k)                               # the block's input parts, in its gates
+            for t in range(lo, hi):
+                z = gates[t]
+                if recurrent_weights_t is None:
+                    np.matmul(recurrent_weights, h_in[t], out=zh)
+                    z += zh                               # pre-activations, loop layout
+                else:                                     # the same, through zh (B, 4H)
+                    np.matmul(h_in[t].T, recurrent_weights_t, out=zh)
+                    z += zh.T
+                np.tanh(z, out=z)                         # tanh(z / 2) of i, f, o; c~ = tanh(z_c)
+                sig = z[:3 * H]
+                sig *= 0.5
+                sig += 0.5                                # i, f, o = (1 + tanh(z / 2)) / 2
+                i, f, o, g = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
+                c_t = c[t + 1]
+                np.multiply(f, c[t], out=c_t)
+                np.multiply(i, g, out=ig)
+                c_t += ig                                 # c_t = f * c_{t-1} + i * c~
+                np.tanh(c_t, out=tanh_c[t])
+                np.multiply(o, tanh_c[t], out=hs[t + 1])  # h_t = o * tanh(c_t)
+                if partial[t]:
+                    # Masked rows carry the previous state. The step ran on them anyway: NumPy's
+                    # loops run faster on whole blocks than on a selection of columns, and backward
+                    # zeroes whatever it derives from a masked column's gate values.
+                    masked = ~unmasked[t]
+                    np.copyto(c_t, c[t], where=masked)
+                    np.copyto(hs[t + 1], hs[t], where=masked)
+                if keep is not None:
+                    np.multiply(hs[t + 1], keep, out=h_in[t + 1])
+    finally:
+        if side is not None:
+            side.finish()
 
     if return_sequences:
         out = hs[1:].transpose(2, 0, 1)                 # h_1 .. h_T
@@ -199,7 +197,51 @@ def copy_swapped(out, a):
     np.copyto(out.view(row)[..., 0], a.view(row)[..., 0].T)
 
 
-def backward_rows(dout, cache):
+class InputPart:
+    """The input part of the pre-activations, [input weights] @ [x_t; 1] (`loop_weights`), a
+    block of steps at a time, written into the blocks' gates before their steps add the
+    recurrent part.
+
+    input_weights (4H, E + 1); xh (T + 1, E + 1 + H, B) as in forward_rows, of which only the
+    [x_t; 1] rows are read; gates (T, 4H, B); blocks: the (lo, hi) steps of each block, in
+    order. With a `SideThread`, the first block is computed at once, here, and the others
+    there, in order, ahead of the steps (the side thread starts on the second block while this
+    one runs the first block's steps); without, each block when `ready` asks for it.
+    """
+
+    def __init__(self, input_weights, xh, gates, blocks, side=None):
+        E1, (H4, B) = input_weights.shape[1], gates.shape[1:]
+        steps = max((hi - lo for lo, hi in blocks), default=0)
+        self.weights, self.xh, self.gates, self.blocks, self.side = input_weights, xh, gates, blocks, side
+        self.x_cols = np.empty((E1, steps, B), gates.dtype)   # a block's [x_t; 1], side by side
+        self.zx = np.empty((H4, steps, B), gates.dtype)       # its input part of z_t
+        if side is not None:
+            self._compute(*blocks[0])
+            for lo, hi in blocks[1:]:
+                side.call(self._compute, lo, hi)
+
+    def ready(self, k):
+        """Return once block k's input parts are in its gates."""
+        if self.side is None:
+            self._compute(*self.blocks[k])
+        elif k:
+            self.side.wait(k)
+
+    def _compute(self, lo, hi):
+        (E1, _, B), n = self.x_cols.shape, hi - lo
+        x_cols, zx = self.x_cols[:, :n], self.zx[:, :n]
+        copy_swapped(x_cols, self.xh[lo:hi, :E1])
+        np.matmul(self.weights, x_cols.reshape(E1, n * B), out=zx.reshape(len(zx), n * B))
+        # The block's input parts go into their steps' gates in one copy, so that each step
+        # adds its recurrent part to a contiguous block rather than reading zx[:, t - lo], B
+        # values every steps * B (the same sums: addition commutes, so the same bits). The
+        # forward on one core, medians of 15 interleaved, two runs: (B, T, E, H) =
+        # (1, 500, 32, 100) 9.0 -> 7.9 and 10.5 -> 9.6 ms; at B = 8 and 32 and at H = 512
+        # and 1,024 within the noise (0-5% faster).
+        copy_swapped(self.gates[lo:hi], zx)
+
+
+def backward_rows(dout, cache, side_thread=False):
     """Backprop through time on one part, in this process, with its `forward_rows` cache.
 
     dout: (B, H) for the last state, or (B, T, H) for every state. Returns (dx (B, T, E),
@@ -211,7 +253,8 @@ def backward_rows(dout, cache):
     step's one matmul is recurrent_kernel (H, 4H) @ dz_t (4H, B) = dh_{t-1} (`RecurrentGradient`);
     what does not feed the recurrence waits for the end of the block, where the block's dz_t,
     side by side, make dx = kernel @ dz and the weight gradients in one matmul each
-    (`StepColumns`). Arrays are
+    (`StepColumns`; with side_thread, those matmuls run on a second thread, while this one goes
+    on with the steps). Arrays are
     batch-last, as in the forward loop; dx is kept (E, T, B), each feature's (T, B) values one
     block, as Embedding's backward reads them. dz overwrites the gates.
     """
@@ -243,14 +286,18 @@ def backward_rows(dout, cache):
                np.empty((steps, H, B), dtype))
     # dc, dc * f for masked steps, dh_{t-1} for masked steps
     work = (np.empty((H, B), dtype), np.empty((H, B), dtype), np.empty((H, B), dtype))
-    sums = StepColumns(cache.kernel, dx, H, max(steps, block_steps(T, B)))
+    run = max(steps, block_steps(T, B))
+    # The last run's matmuls wait for the steps to end: one run leaves the side thread nothing to overlap
+    sums = StepColumns(cache.kernel, dx, H, run, SideThread() if side_thread and T - t0 > run else None)
     recurrent = RecurrentGradient(cache.recurrent_kernel, B)
-    for hi in range(T, t0, -steps):
-        lo = max(t0, hi - steps)
-        block = gate_factors(gates[lo:hi], c[lo:hi], tanh_c[lo:hi], factors)
-        bptt_block(lo, hi, block, dh, dc_next, dh_seq, dz, recurrent, keep, plan, work)
-        sums.add(lo, xh[lo:hi], dz[lo:hi])
-    sums.flush()
+    try:
+        for hi in range(T, t0, -steps):
+            lo = max(t0, hi - steps)
+            block = gate_factors(gates[lo:hi], c[lo:hi], tanh_c[lo:hi], factors)
+            bptt_block(lo, hi, block, dh, dc_next, dh_seq, dz, recurrent, keep, plan, work)
+            sums.add(lo, xh[lo:hi], dz[lo:hi])
+    finally:
+        sums.finish()     # and the side thread is gone, even when a step raised
     if dh_seq is not None:
         for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
             dh += dh_seq[t]
@@ -370,20 +417,30 @@ class StepColumns:
     H = 1024), since a matmul over a few columns writes all of dweights_t for little work.
     (A matmul per step sums over B columns only, and one over all T * B columns at the end
     needs both arrays copied whole: slower, both measured.)
+
+    With a `SideThread`, the steps are taken in and their matmuls run there, in the same
+    order, so the same sums to the bit, while the calling thread goes on with the recurrence.
     """
 
-    def __init__(self, kernel, dx, H, steps):
+    def __init__(self, kernel, dx, H, steps, side=None):
         E, _, B = dx.shape
         dtype = dx.dtype
-        self.kernel, self.dx, self.E = kernel, dx, E
+        self.kernel, self.dx, self.E, self.side = kernel, dx, E, side
         self.dweights_t = np.zeros((4 * H, E + 1 + H), dtype)
         self.xh_cols = np.empty((E + 1 + H, steps, B), dtype)
         self.dz_cols = np.empty((4 * H, steps, B), dtype)
         self.lo = self.hi = None      # the steps held, at the end of the buffers
 
     def add(self, lo, xh, dz):
-        """Take in the steps lo .. lo + n - 1: xh (n, E + 1 + H, B), dz (n, 4H, B). Steps come
-        in backward order, each run right before the one held."""
+        """Take in the steps lo .. lo + n - 1: xh (n, E + 1 + H, B), dz (n, 4H, B), left
+        unchanged until `finish`. Steps come in backward order, each run right before the one
+        held."""
+        if self.side is None:
+            self._take(lo, xh, dz)
+        else:
+            self.side.call(self._take, lo, xh, dz)
+
+    def _take(self, lo, xh, dz):
         n, steps = len(xh), self.xh_cols.shape[1]
         if self.lo is not None and self.hi - self.lo + n > steps:
             self.flush()
@@ -405,8 +462,14 @@ class StepColumns:
         np.matmul(self.kernel, dz, out=self.dx[:, self.lo:self.hi].reshape(self.E, -1))
         self.lo = self.hi = None
 
+    def finish(self):
+        """Flush, once the side thread, if any, has taken in every step and ended."""
+        if self.side is not None:
+            self.side.finish()
+        self.flush()
+
     def result(self):
-        """(dkernel (E, 4H), drecurrent_kernel (H, 4H), dbias (4H,)), once all steps are flushed."""
+        """(dkernel (E, 4H), drecurrent_kernel (H, 4H), dbias (4H,)), once `finish` has run."""
         E = self.E
         dweights = self.dweights_t.T.copy()
         return dweights[:E], dweights[E + 1:], dweights[E]

@@ -9,7 +9,9 @@ runs the whole time loop on those rows (`loops.forward_rows`) and keeps their ca
 backward pass (`forward_parts`, `backward_parts`).
 Processes, not threads: at the tutorial's shapes most NumPy calls take a few microseconds, and
 two threads spend much of that waiting for each other's interpreter lock (measured: 1.1-1.2x
-with two threads, against 1.6x and more with two processes). While parts run, BLAS is held
+with two threads, against 1.6x and more with two processes). A batch too small to split keeps
+a thread for the matmuls that run a block of steps at a time, which hold the lock only to start
+(`side_thread`, `sidethread`). While parts run, BLAS is held
 at one thread so that its threads and our processes do not fight over the cores, and subnormal
 numbers are flushed to zero (`fpu`: the gradients of a long backward pass decay through
 the subnormal range, where Intel CPUs take a slow path for every operation).
@@ -65,6 +67,9 @@ MAX_DEFAULT_THREADS = 4
 MIN_ROWS_PER_PART = 8     # fewer rows than this per part and the split costs more than it gains
 BLAS_THREADS_MIN_UNITS = 256   # from this many units on, BLAS's threads unless parts get enough rows
 MIN_ROWS_PER_PART_MANY_UNITS = 32   # rows per part for a split at BLAS_THREADS_MIN_UNITS or more
+# NumPy lets go of the interpreter lock in an element-wise call on more elements than this
+# (NPY_BEGIN_THREADS_THRESHOLDED in numpy/ndarraytypes.h): see side_thread
+GIL_FREE_ELEMENTS = 500
 
 _num_threads = None          # set by set_num_threads; None means "from the environment"
 _blas = ThreadpoolController().select(user_api="blas").lib_controllers   # NumPy's, loaded above
@@ -172,6 +177,27 @@ def plan_cores(rows, units, cores=None):
     if units < BLAS_THREADS_MIN_UNITS or rows // parts >= MIN_ROWS_PER_PART_MANY_UNITS:
         return parts, 1
     return 1, cores
+
+
+def side_thread(rows, units, cores=None):
+    """Whether the part run here computes its block matmuls (the forward's input part, the
+    backward's dx and weight gradients) on a `sidethread.SideThread`, beside the steps: when
+    `plan_cores` leaves a core idle (one part, BLAS at one thread, two cores or more) and the
+    step's element-wise calls, on (H, B) blocks, exceed GIL_FREE_ELEMENTS, so that the two
+    threads seldom wait for each other's interpreter lock.
+
+    Measured with `bench/side_thread.py` (2026-11-30 12:20 UTC, AMD EPYC, 2 vCPUs; forward +
+    backward, medians of 15, with / without, the same bits): (B, T, E, H) = (8, 500, 32, 100)
+    95.4 -> 75.3 ms (0.79; the backward 54 -> 37), (12, 500, 32, 100) 0.81, (4, 500, 32, 200)
+    0.85, (8, 200, 32, 100) 0.90; at (8, 100, 32, 100), two blocks, 1.04, and at 50 steps, one
+    block, where no thread is started, 1.00. Below the lock's threshold the side thread waits
+    for the lock: a prototype that ran the backward's block matmuls on a side thread at any size
+    took the backward at (4, 500, 32, 100) from 21.7 to 21.2 ms and at (1, 500, 32, 100) from
+    11.2 to 11.0, against 43 -> 32 at (8, 500, 32, 100) in the same session; at
+    (2, 500, 32, 255), 510 elements a step, 90.8 -> 91.2.
+    """
+    cores = get_num_threads() if cores is None else cores
+    return cores >= 2 and plan_cores(rows, units, cores) == (1, 1) and rows * units > GIL_FREE_ELEMENTS
 
 
 def split_rows(rows, parts=None):
@@ -355,12 +381,13 @@ class RemoteCache:
 _tokens = itertools.count()
 
 
-def forward_parts(weights, return_sequences, inputs, key, spare, blas=1):
+def forward_parts(weights, return_sequences, inputs, key, spare, blas=1, side=False):
     """loops.forward_rows on each part: the first here, the others in workers.
 
     weights: [kernel, recurrent_kernel, bias]; inputs: one (x, mask, initial_state, keep) per
     part; key: the layer's `new_layer_key`; spare: its SpareArrays, for the part run here;
-    blas: BLAS's threads for that part (workers run theirs at one).
+    blas: BLAS's threads for that part (workers run theirs at one); side: whether that part
+    uses a side thread (`side_thread`).
     Returns [(out, cache)]: the caches of the workers' parts are RemoteCache handles.
     """
     workers = _usable_workers(len(inputs) - 1)
@@ -374,7 +401,7 @@ def forward_parts(weights, return_sequences, inputs, key, spare, blas=1):
             worker.request("forward", key, token, return_sequences, (x, mask, h0, c0, keep, *weights))
             sent.append((worker, token))
         with blas_threads(blas), flush_subnormals():
-            results = [loops.forward_rows(weights, *inputs[0], return_sequences, spare)]
+            results = [loops.forward_rows(weights, *inputs[0], return_sequences, spare, side)]
         results += [(worker.reply()[0], RemoteCache(worker, token)) for worker, token in sent]
     except BaseException:      # replies may be left in a pipe: start afresh
         _reset_workers()
@@ -382,9 +409,9 @@ def forward_parts(weights, return_sequences, inputs, key, spare, blas=1):
     return results
 
 
-def backward_parts(douts, caches, blas=1):
+def backward_parts(douts, caches, blas=1, side=False):
     """loops.backward_rows(dout, cache) for each part, each where its forward ran; blas: BLAS's
-    threads for the part run here."""
+    threads for the part run here, side: whether it uses a side thread (`side_thread`)."""
     remote = list(zip(douts[1:], caches[1:]))
     if any(cache.worker not in _workers for _, cache in remote):
         raise ValueError("this LSTM cache was lost when its worker restarted: run forward again")
@@ -393,7 +420,7 @@ def backward_parts(douts, caches, blas=1):
             cache.worker.request("backward", None, cache.token, None, (dout,))
             cache.spend()
         with blas_threads(blas), flush_subnormals():
-            results = [loops.backward_rows(douts[0], caches[0])]
+            results = [loops.backward_rows(douts[0], caches[0], side)]
         for _, cache in remote:
             dx, dh0, dc0, *grads = cache.worker.reply()   # flat, as `_run_part` sends it
             results.append((dx, (dh0, dc0), grads))
