@@ -79,8 +79,9 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare,
     one short loop per row, 2-5x slower). The pre-activations are
     z_t = [input weights] @ [x_t; 1] + [recurrent weights] @ h_{t-1} (`loop_weights`): the input
     part does not depend on the recurrence, so it is one large matmul for a block of steps
-    (`InputPart`, `block_steps`: their steps * B columns side by side), as cuDNN does, and the step's own
-    matmul is only the recurrent (4H, H) @ (H, B) (batch-first at many units: `batch_first_step`).
+    (`InputPart`, `block_steps`: their steps * B columns side by side), as cuDNN does, and the
+    step's own matmul is only the recurrent (4H, H) @ (H, B) (batch-first at many units:
+    `batch_first_step`).
     With a mask, the loop starts at the first
     step where some row is unmasked (before it, every row keeps (h0, c0)); a step where some
     rows are masked runs on every row, then puts the previous state back in the masked ones
@@ -287,7 +288,8 @@ def backward_rows(dout, cache, side_thread=False):
     # dc, dc * f for masked steps, dh_{t-1} for masked steps
     work = (np.empty((H, B), dtype), np.empty((H, B), dtype), np.empty((H, B), dtype))
     run = max(steps, block_steps(T, B))
-    # The last run's matmuls wait for the steps to end: one run leaves the side thread nothing to overlap
+    # The last run's matmuls wait for the steps to end, so a single run leaves a side thread
+    # nothing to overlap
     sums = StepColumns(cache.kernel, dx, H, run, SideThread() if side_thread and T - t0 > run else None)
     recurrent = RecurrentGradient(cache.recurrent_kernel, B)
     try:
