@@ -2,6 +2,7 @@
 computes what reference.py computes in float64: rows over processes, one process with BLAS's
 threads, one process on one core with no worker forked; and the loops' blocks of steps."""
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -234,4 +235,31 @@ def test_an_error_on_either_thread_reaches_the_caller_and_the_side_thread_ends(m
     with pytest.raises(MemoryError, match=fails):
         out, cache = loops.forward_rows(fast.weights, x, None, None, None, False, loops.SpareArrays(), True)
         loops.backward_rows(dout, cache, side_thread=True)
+    assert not [t for t in threading.enumerate() if t.name == SideThread.NAME]
+
+
+def test_an_interrupted_forward_skips_the_input_parts_still_queued(monkeypatch, tiny_blocks):
+    """The main loop gives up after its first block: the side thread finishes the block under
+    way and skips the rest, rather than computing every block's input part first."""
+    B, T, E, H = 8, 30, 3, 4                  # six blocks of five steps
+    fast, _ = twins(E, H)
+    x, _, _, _ = case(B, T, E, H, False, False)
+    compute, computed = loops.InputPart._compute, []
+
+    def slow(self, lo, hi):
+        computed.append(lo)
+        time.sleep(0.05)
+        compute(self, lo, hi)
+
+    def interrupted(self, k):
+        if k == 1:
+            raise KeyboardInterrupt
+        return ready(self, k)
+
+    ready = loops.InputPart.ready
+    monkeypatch.setattr(loops.InputPart, "_compute", slow)
+    monkeypatch.setattr(loops.InputPart, "ready", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        loops.forward_rows(fast.weights, x, None, None, None, False, loops.SpareArrays(), True)
+    assert computed[0] == 0 and len(computed) < 6     # the first block here, not every block
     assert not [t for t in threading.enumerate() if t.name == SideThread.NAME]

@@ -12,7 +12,7 @@ Shapes: B rows of this part, T time steps, E input features, H units.
 """
 import numpy as np
 
-from .sidethread import SideThread
+from . import sidethread
 
 # Elements of the block of gate-derivative factors that backward_rows fills before running the
 # block's steps: small enough to stay in cache, large enough to amortise NumPy's per-call cost.
@@ -127,8 +127,6 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare,
         np.multiply(hs[:t0 + 1], keep, out=h_in[:t0 + 1])
     steps = block_steps(T, B)
     blocks = [(lo, min(T, lo + steps)) for lo in range(t0, T, steps)]
-    side = SideThread() if side_thread and len(blocks) > 1 else None
-    inputs = InputPart(input_weights, xh, gates, blocks, side)
     ig = np.empty((H, B), dtype)
     if batch_first_step(H, B, dtype):
         recurrent_weights_t = np.ascontiguousarray(recurrent_weights.T)
@@ -136,7 +134,8 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare,
     else:
         recurrent_weights_t = None
         zh = np.empty((4 * H, B), dtype)          # a step's recurrent part of z_t
-    try:
+    with sidethread.running(side_thread and len(blocks) > 1) as side:
+        inputs = InputPart(input_weights, xh, gates, blocks, side)
         for k, (lo, hi) in enumerate(blocks):
             inputs.ready(k)                               # the block's input parts, in its gates
             for t in range(lo, hi):
@@ -167,9 +166,6 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare,
                     np.copyto(hs[t + 1], hs[t], where=masked)
                 if keep is not None:
                     np.multiply(hs[t + 1], keep, out=h_in[t + 1])
-    finally:
-        if side is not None:
-            side.finish()
 
     if return_sequences:
         out = hs[1:].transpose(2, 0, 1)                 # h_1 .. h_T
@@ -288,18 +284,17 @@ def backward_rows(dout, cache, side_thread=False):
     # dc, dc * f for masked steps, dh_{t-1} for masked steps
     work = (np.empty((H, B), dtype), np.empty((H, B), dtype), np.empty((H, B), dtype))
     run = max(steps, block_steps(T, B))
+    recurrent = RecurrentGradient(cache.recurrent_kernel, B)
     # The last run's matmuls wait for the steps to end, so a single run leaves a side thread
     # nothing to overlap
-    sums = StepColumns(cache.kernel, dx, H, run, SideThread() if side_thread and T - t0 > run else None)
-    recurrent = RecurrentGradient(cache.recurrent_kernel, B)
-    try:
+    with sidethread.running(side_thread and T - t0 > run) as side:
+        sums = StepColumns(cache.kernel, dx, H, run, side)
         for hi in range(T, t0, -steps):
             lo = max(t0, hi - steps)
             block = gate_factors(gates[lo:hi], c[lo:hi], tanh_c[lo:hi], factors)
             bptt_block(lo, hi, block, dh, dc_next, dh_seq, dz, recurrent, keep, plan, work)
             sums.add(lo, xh[lo:hi], dz[lo:hi])
-    finally:
-        sums.finish()     # and the side thread is gone, even when a step raised
+    sums.flush()          # the side thread, if any, has taken in every step and ended
     if dh_seq is not None:
         for t in range(t0 - 1, -1, -1):   # skipped, masked steps: their output is h0
             dh += dh_seq[t]
@@ -435,8 +430,8 @@ class StepColumns:
 
     def add(self, lo, xh, dz):
         """Take in the steps lo .. lo + n - 1: xh (n, E + 1 + H, B), dz (n, 4H, B), left
-        unchanged until `finish`. Steps come in backward order, each run right before the one
-        held."""
+        unchanged until the side thread, if any, has ended. Steps come in backward order, each
+        run right before the one held."""
         if self.side is None:
             self._take(lo, xh, dz)
         else:
@@ -464,14 +459,8 @@ class StepColumns:
         np.matmul(self.kernel, dz, out=self.dx[:, self.lo:self.hi].reshape(self.E, -1))
         self.lo = self.hi = None
 
-    def finish(self):
-        """Flush, once the side thread, if any, has taken in every step and ended."""
-        if self.side is not None:
-            self.side.finish()
-        self.flush()
-
     def result(self):
-        """(dkernel (E, 4H), drecurrent_kernel (H, 4H), dbias (4H,)), once `finish` has run."""
+        """(dkernel (E, 4H), drecurrent_kernel (H, 4H), dbias (4H,)), once every step is flushed."""
         E = self.E
         dweights = self.dweights_t.T.copy()
         return dweights[:E], dweights[E + 1:], dweights[E]

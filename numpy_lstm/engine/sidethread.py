@@ -8,10 +8,29 @@ let go of it while they run (`workers.side_thread` says when that pays). A `Side
 started by a pass and ended by it: started there, it inherits the pass's floating-point
 environment (POSIX pthread_create), subnormals flushed or not, so its calls compute the same
 bits as they would in the calling thread, and no thread is left running when a worker process
-is forked between passes.
+is forked between passes (`running`).
 """
+import contextlib
 import queue
 import threading
+
+
+@contextlib.contextmanager
+def running(wanted):
+    """A `SideThread` for the block (None when not wanted), ended on leaving it: after the calls
+    queued have run, or, when the block raises, after the one under way (the others are
+    skipped, their results unwanted: an interrupted forward does not first compute the input
+    part of every step left)."""
+    side = SideThread() if wanted else None
+    try:
+        yield side
+    except BaseException:
+        if side is not None:
+            side.cancel()
+        raise
+    finally:
+        if side is not None:
+            side.finish()
 
 
 class SideThread:
@@ -23,6 +42,7 @@ class SideThread:
         self._calls = queue.SimpleQueue()
         self._done = 0                     # calls completed
         self._error = None                 # what a call raised; later calls are skipped
+        self._cancelled = False            # later calls are skipped
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._serve, name=self.NAME, daemon=True)
         self._thread.start()
@@ -38,6 +58,10 @@ class SideThread:
         if self._error is not None:
             raise self._error
 
+    def cancel(self):
+        """Skip the calls not yet started."""
+        self._cancelled = True
+
     def finish(self):
         """Wait for every call queued and end the thread; raise what a call raised."""
         self._calls.put(None)
@@ -47,7 +71,7 @@ class SideThread:
 
     def _serve(self):
         for fn, args in iter(self._calls.get, None):
-            if self._error is None:
+            if self._error is None and not self._cancelled:
                 try:
                     fn(*args)
                 except BaseException as error:
