@@ -244,7 +244,7 @@ def test_an_interrupted_forward_skips_the_input_parts_still_queued(monkeypatch, 
     B, T, E, H = 8, 30, 3, 4                  # six blocks of five steps
     fast, _ = twins(E, H)
     x, _, _, _ = case(B, T, E, H, False, False)
-    compute, computed = loops.InputPart._compute, []
+    compute, ready, computed = loops.InputPart._compute, loops.InputPart.ready, []
 
     def slow(self, lo, hi):
         computed.append(lo)
@@ -256,7 +256,6 @@ def test_an_interrupted_forward_skips_the_input_parts_still_queued(monkeypatch, 
             raise KeyboardInterrupt
         return ready(self, k)
 
-    ready = loops.InputPart.ready
     monkeypatch.setattr(loops.InputPart, "_compute", slow)
     monkeypatch.setattr(loops.InputPart, "ready", interrupted)
     with pytest.raises(KeyboardInterrupt):
