@@ -1,6 +1,7 @@
 """The fast engine computes what reference.py computes: LSTM, Bidirectional and the whole model,
 implementation="fast" against implementation="reference" in float64, outputs and every gradient."""
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -88,6 +89,28 @@ def test_fast_lstm_equals_reference(threads, cores, mask_kind, initial_state, re
     assert_same(got, expected)
     if mask_kind is not None:
         assert not got[1][0].any()               # row 0 has no step: no gradient reaches its x
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturated_gates_equal_reference_without_a_warning(threads, cores, dtype):
+    """Inputs a thousand times too large drive every gate to 0 or 1, as in the reference, and
+    without a warning: the textbook sigmoid 1 / (1 + exp(-z)) would overflow in exp where
+    z < -88 (float32) or -709 (float64), unless the loop silenced it."""
+    B, T, E, H = 17, 6, 3, 4
+    fast, ref = twins(lambda impl: LSTM(E, H, np.random.default_rng(1), False, dtype,
+                                        implementation=impl))
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(B, T, E)) * 1e3).astype(dtype)
+    dout = rng.normal(size=(B, H)).astype(dtype)
+    threads(cores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, _ = run(fast, x, None, None, dout, None)
+    expected, _ = run(ref, x, None, None, dout, None)
+    tol = TOL if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-5}
+    for name, a, b in zip(NAMES, got, expected):
+        np.testing.assert_allclose(a, b, **tol, err_msg=name)
 
 
 @pytest.mark.parametrize("return_sequences", [False, True])
