@@ -34,9 +34,9 @@ def loop_weights(kernel, recurrent_kernel, bias):
     both exact in floating point: the gate blocks go from Keras's order (i, f, c, o) to
     (i, f, o, c), so that the three sigmoid gates form one block; and the sigmoid blocks are
     halved, so the loop gets z / 2 for them and one tanh call over all four blocks serves every
-    gate: sigmoid(z) = (1 + tanh(z / 2)) / 2. (On an Intel Xeon host, faster than
-    1 / (1 + exp(-z)): the forward of a tutorial-shaped batch 60 -> 55 ms; on the AMD host,
-    slower, which bench/README.md weighs.)
+    gate: sigmoid(z) = (1 + tanh(z / 2)) / 2. (Faster than 1 / (1 + exp(-z)) on an Intel Xeon
+    host: the forward of a tutorial-shaped batch 60 -> 55 ms. Slower on the AMD host, where the
+    other form would also round every trained model differently: bench/README.md.)
 
     Built as the transpose of a C-ordered (E + 1 + H, 4H) array, one scaled copy per gate and
     source: there the gate blocks are column blocks, and only the recurrent kernel (F-ordered,
