@@ -8,17 +8,17 @@
 2. Times the LSTM step's matmuls, forward (B, H) @ (H, 4H) and backward (B, 4H) @ (4H, H), and a
    weight-gradient block, (4H, 512) @ (512, E + 1 + H), on one thread: NumPy's BLAS (OpenBLAS in
    NumPy's wheels) against torch.matmul (MKL in PyTorch's CPU wheels), medians of 7 runs of 30
-   calls each, with GFLOP/s.
+   calls each, the two interleaved, with GFLOP/s.
 """
 import argparse
-import statistics
-import time
 
 import numpy as np
-from bench_lstm import import_torch
+from bench_lstm import import_torch, interleaved_medians
 from shapes import parse_shapes
 
 from numpy_lstm.engine import workers
+
+CALLS, RUNS = 30, 7       # a timed run is CALLS calls; the median of RUNS runs, NumPy's and torch's interleaved
 
 
 def main():
@@ -39,30 +39,27 @@ def main():
         out[:, -1].sum().backward()
     print(f"torch.nn.LSTM forward + backward at (B, T, E, H) = {(B, T, E, H)}, one thread, by operator:")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=6))
-    print("The step's matmuls on one thread, median of 7 x 30 calls:")
+    print(f"The step's matmuls on one thread, median of {RUNS} x {CALLS} calls, interleaved:")
     rng = np.random.default_rng(0)
     for M, K, N in [(B, H, 4 * H), (B, 4 * H, H), (4 * H, 512, E + 1 + H)]:
         a = rng.standard_normal((M, K), dtype=np.float32)
         b = rng.standard_normal((K, N), dtype=np.float32)
         out = np.empty((M, N), np.float32)
         ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+        cases = {"ours": (lambda: None, lambda: repeat(lambda: np.matmul(a, b, out=out))),
+                 "theirs": (lambda: None, lambda: repeat(lambda: torch.matmul(ta, tb, out=tout)))}
         with workers.blas_threads(1):
-            ours = per_call(lambda: np.matmul(a, b, out=out))
-        theirs = per_call(lambda: torch.matmul(ta, tb, out=tout))
+            seconds = interleaved_medians(cases, RUNS)
+        ours, theirs = seconds["ours"] / CALLS, seconds["theirs"] / CALLS
         flop = 2 * M * K * N
         print(f"  ({M}, {K}) @ ({K}, {N}): NumPy {ours * 1e6:8.0f} us ({flop / ours / 1e9:5.1f} GFLOP/s), "
               f"torch.matmul {theirs * 1e6:8.0f} us ({flop / theirs / 1e9:5.1f} GFLOP/s)")
 
 
-def per_call(fn, calls=30, runs=7):
-    """Median seconds per call of fn over `runs` runs of `calls` calls."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        times.append((time.perf_counter() - start) / calls)
-    return statistics.median(times)
+def repeat(fn):
+    """fn() CALLS times: one timed run."""
+    for _ in range(CALLS):
+        fn()
 
 
 if __name__ == "__main__":

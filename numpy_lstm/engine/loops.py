@@ -43,7 +43,7 @@ def loop_weights(kernel, recurrent_kernel, bias):
     as `orthogonal` gives it) is read across its layout. The same array, to the bit, as the
     concatenations that came before, which made three of its size: at (E, H) = (512, 1024),
     36.3 -> 32.1 ms as the best of 5 repeated calls (python -m timeit), 70 -> 45 ms as medians
-    of 15 calls interleaved with the old code (AMD host, 2026-11-30).
+    of 15 calls interleaved with the old code by a throwaway script (AMD host, 2026-11-30).
     """
     E, H4 = kernel.shape
     H = H4 // 4
@@ -238,7 +238,7 @@ class InputPart:
         if self.side is None:
             self._compute(*self.blocks[k])
         elif k:
-            self.side.wait(k)
+            self.side.wait(k)       # the side thread's k-th call is block k's: nothing else queues there
 
     def _compute(self, lo, hi):
         (E1, _, B), n = self.x_cols.shape, hi - lo
