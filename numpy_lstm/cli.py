@@ -36,7 +36,7 @@ def add_train_parser(subparsers):
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint (its own settings are used)")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<timestamp>)")
-    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    p.add_argument("--quiet", action="store_true", help="print nothing (errors still go to standard error)")
     groups = {name: p.add_argument_group(name) for name in GROUPS}
     for field in dataclasses.fields(TrainConfig):
         if "group" in field.metadata:

@@ -335,7 +335,8 @@ class Inspection:
 
 
 def inspect_review(model, vocab, config, text, steps=64):
-    """Inspect one review: a SentimentLSTM or an Ensemble, the run's Vocabulary and TrainConfig.
+    """Inspect one review: a SentimentLSTM, an Ensemble or a TwoViews; the run's Vocabulary
+    and TrainConfig.
 
     NumpyLSTMError when no word of the review reaches the model.
     """

@@ -300,8 +300,8 @@ def fit_vote_mix(z_lstm, z_view, y, spreads, l2=1e-4):
 class TwoViews:
     """A trained LSTM (SentimentLSTM or Ensemble) and an NgramView, read as one model.
 
-    logit = a z_lstm + c z_ngrams + b, mix = [a, c, b] from `fit_mix`. forward and predict are
-    those of a SentimentLSTM (inference only, no backward).
+    logit = a z_lstm + c z_ngrams + b, mix = [a, c, b] from `fit_mix` or `fit_vote_mix`.
+    forward and predict are those of a SentimentLSTM (inference only, no backward).
     """
 
     def __init__(self, model, view, mix):

@@ -3,7 +3,8 @@
     config.json      every setting of the run (enough to rebuild the model and the data)
     vocab.json       the vocabulary fitted on the training part
     checkpoint.npz   after every epoch: weights, optimizer state, RNG state, history; written mid-epoch
-                     too when the run is stopped (SIGTERM, Ctrl-C), with its place in the epoch
+                     too when the run is stopped (SIGTERM, Ctrl-C) or its worker processes keep
+                     dying, with its place in the epoch
     model.npz        the final model (the best epoch's weights with early stopping)
     ngrams.npz       with --ngrams N: the n-gram view and its mix with the LSTM (numpy_lstm/ngrams.py)
     history.csv      loss and accuracy per epoch, training and held-out

@@ -2,12 +2,13 @@
 
 It computes what `numpy_lstm.reference` computes (and is tested against it in float64), faster:
 the time loops run laid out for speed (`loops`), with subnormals flushed to zero meanwhile (`fpu`),
-on the cores as the shape asks (`strategy`, `workers.plan_cores`): a batch of 16 rows or more is
-cut into parts of rows, one per core (`rows`), this process running the first part and worker
-processes the others (`workers`), each the whole time loop on its own rows; a smaller batch runs
-in one process, with BLAS's threads on the matmuls at many units, on one core at few (with the
-matmuls that run a block of steps at a time on a second thread, `sidethread`, when a second
-core is free).
+on the cores as the shape asks (`strategy`, `workers.plan_cores`): below H = 256 units, a batch of
+16 rows or more is cut into parts of rows, one per core (`rows`), this process running the first
+part and worker processes the others (`workers`), each the whole time loop on its own rows, and a
+smaller batch runs in one process on one core (with the matmuls that run a block of steps at a
+time on a second thread, `sidethread`, when a second core is free); from H = 256, the rows are cut
+only when each part gets at least 32, else one process runs the batch with BLAS's threads on the
+matmuls.
 Rows never interact, so the split changes no output.
 
 Layout, as in Keras: kernel (E, 4H), recurrent_kernel (H, 4H), bias (4H,), gate blocks i, f, c, o.

@@ -264,12 +264,12 @@ def backward_rows(dout, cache, side_thread=False):
     them do not, so they are computed for a block of steps at a time, in a few large
     element-wise ops, before the block's steps run (`gate_factors`, then `bptt_block`). The
     step's one matmul is recurrent_kernel (H, 4H) @ dz_t (4H, B) = dh_{t-1} (`RecurrentGradient`);
-    what does not feed the recurrence waits for the end of the block, where the block's dz_t,
-    side by side, make dx = kernel @ dz and the weight gradients in one matmul each
-    (`StepColumns`; with side_thread, those matmuls run on a second thread, while this one goes
-    on with the steps). Arrays are
-    batch-last, as in the forward loop; dx is kept (E, T, B), each feature's (T, B) values one
-    block, as Embedding's backward reads them. dz overwrites the gates.
+    what does not feed the recurrence waits until a run of about BLOCK_COLUMNS columns (one
+    or more blocks) is gathered, whose dz_t, side by side, make dx = kernel @ dz and the weight
+    gradients in one matmul each (`StepColumns`; with side_thread, those matmuls run on a
+    second thread, while this one goes on with the steps). Arrays are batch-last, as in the
+    forward loop; dx is kept (E, T, B), each feature's (T, B) values one block, as Embedding's
+    backward reads them. dz overwrites the gates.
     """
     if cache.gates is None:
         raise ValueError("this LSTM cache was used by an earlier backward: run forward again")

@@ -22,7 +22,8 @@ third of the time at H = 256, stays on one core) and, on a machine whose other j
 busy, they wait for each other on every call. With fewer rows per part the step's matmul is
 bound by reading the recurrent weights, which every part would read again: one process runs the
 batch with BLAS's threads. A batch of fewer than 2 * MIN_ROWS_PER_PART rows and few units runs in
-one process on one thread. `plan_cores` chooses (and has the measurements).
+one process, BLAS at one thread, its block matmuls on a side thread where `side_thread` says so.
+`plan_cores` chooses (and has the measurements).
 
 Workers are forked on first use or by `start_workers` (Linux only; elsewhere every part runs in
 the calling process), ignore Ctrl-C and SIGTERM (the parent handles them) and exit when the parent
