@@ -10,6 +10,7 @@ The tutorial's steps, its bugs fixed:
 """
 import collections
 import functools
+import io
 import itertools
 import json
 import re
@@ -55,12 +56,15 @@ def english_stopwords():
         return frozenset(nltk.corpus.stopwords.words("english"))
     except LookupError:
         pass
+    failure = io.StringIO()   # NLTK prints why it failed over several lines; the error says it in one
     try:
-        nltk.download("stopwords", quiet=True)
+        nltk.download("stopwords", quiet=True, print_error_to=failure)
         return frozenset(nltk.corpus.stopwords.words("english"))
     except (LookupError, OSError, ValueError):
+        why = " ".join(failure.getvalue().replace("[nltk_data]", " ").split())
         raise NumpyLSTMError(
-            "NLTK's stopwords corpus is missing and could not be downloaded: install it with "
+            "NLTK's stopwords corpus is missing and could not be downloaded"
+            + (f" ({why})" if why else "") + ": install it with "
             "`python -m nltk.downloader stopwords` or point NLTK_DATA at a folder that has it"
         ) from None
 

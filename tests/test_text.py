@@ -127,6 +127,20 @@ def test_missing_stopwords_corpus(tmp_path, monkeypatch, fresh_stopwords):
     assert attempts == ["stopwords"]
 
 
+def test_a_failed_download_is_one_line_of_ours(tmp_path, monkeypatch, capfd, fresh_stopwords):
+    # A real download from a server that refuses the connection: NLTK reports the failure on
+    # stderr over several lines unless told where else to print it
+    nltk.corpus.stopwords._unload()
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    unreachable = nltk.downloader.Downloader(server_index_url="http://127.0.0.1:9/index.xml")
+    monkeypatch.setattr(nltk, "download", unreachable.download)
+    with pytest.raises(NumpyLSTMError) as excinfo:
+        english_stopwords()
+    message = str(excinfo.value)
+    assert "\n" not in message and "Error loading stopwords" in message and "NLTK_DATA" in message
+    assert capfd.readouterr().err == ""
+
+
 def test_stopwords_downloaded_when_missing(tmp_path, monkeypatch, fresh_stopwords):
     real_path = list(nltk.data.path)
     english_stopwords()  # the real corpus must be reachable for this test
