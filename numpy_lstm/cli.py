@@ -2,7 +2,8 @@
 
 Errors the user can fix (a bad path, a nonsense flag, a broken run directory, a full disk) print
 one line and exit with status 2. Ctrl-C and SIGTERM stop `train` after the batch in hand, exit
-with 130 and 143, and say how to resume.
+with 130 and 143, and say how to resume. Output cut short by its reader (`| head`) ends the
+command quietly with 141, as SIGPIPE would.
 """
 import argparse
 import dataclasses
@@ -19,6 +20,7 @@ from .inspect_cli import add_inspect_parser, cmd_inspect
 from .prepare import encode, load_test_set
 from .rundir import RunDir
 from .stopping import Stopped
+from .text import standard_input_text, user_text
 from .train import evaluate, fit
 
 GROUPS = ("data", "model", "optimisation")
@@ -29,8 +31,8 @@ def add_train_parser(subparsers):
         "train", help="train a model (the tutorial's experiment) into a run directory",
         description="Train the Embedding -> LSTM -> Dense(sigmoid) sentiment model on IMDB reviews. "
                     "A recipe sets every default; any flag below overrides it.")
-    p.add_argument("--recipe", default="tuned", metavar="{" + ",".join(RECIPES) + "}",
-                   help="tutorial: the Keras tutorial as written; tuned: our best recipe on the same "
+    p.add_argument("--recipe", metavar="{" + ",".join(RECIPES) + "}",
+                   help="tutorial: the Keras tutorial as written; tuned (the default): our best recipe on the same "
                         "1,000 reviews; semi: those 1,000 plus the text, without labels, of the other 24,000 "
                         "training reviews; full: all 25,000 training reviews (see README)")
     p.add_argument("--resume", metavar="RUN_DIR",
@@ -64,21 +66,30 @@ def add_setting(group, field):
 
 
 def cmd_train(args):
-    if args.resume:
-        return fit(None, args.resume, resume=True, quiet=args.quiet)
     overrides = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)
                  if field.name != "recipe"}
-    config = recipe_config(args.recipe, **overrides)
+    if args.resume:
+        given = [name for name, value in overrides.items() if value is not None]
+        given += ["recipe"] * (args.recipe is not None) + ["out"] * (args.out is not None)
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise NumpyLSTMError(f"--resume continues with the run's own settings and folder: drop {flag}")
+        return fit(None, args.resume, resume=True, quiet=args.quiet)
+    config = recipe_config(args.recipe or "tuned", **overrides)
     args.out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return fit(config, args.out, quiet=args.quiet)
 
 
 def read_texts(texts):
+    """The reviews: the arguments, else the lines of standard input that are not blank."""
     if texts:
-        return texts
+        return [user_text(text) for text in texts]
     if sys.stdin.isatty():
         raise NumpyLSTMError("give review texts as arguments, or one review per line on standard input")
-    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    texts = [line for line in standard_input_text().splitlines() if line.strip()]
+    if not texts:
+        raise NumpyLSTMError("standard input holds no review: give one per line, or as arguments")
+    return texts
 
 
 def cmd_predict(args):
@@ -98,10 +109,10 @@ def cmd_evaluate(args):
     model, vocab, config = RunDir(args.run_dir).load_model()
     if args.data:
         config.data = args.data
+    if args.limit is not None and args.limit < 1:
+        raise NumpyLSTMError(f"--limit must be a positive number of reviews, got {args.limit}")
     # A run trained with --test-limit 0 never read the test set: evaluating it reads all of it.
     config.test_limit = args.limit if args.limit is not None else (config.test_limit or None)
-    if config.test_limit == 0:
-        raise NumpyLSTMError("--limit 0 evaluates nothing; give a positive number of reviews")
     test = load_test_set(config.validate(), vocab)
     if test is None:
         raise NumpyLSTMError("the data has no official test split (aclImdb/test)")
@@ -109,8 +120,16 @@ def cmd_evaluate(args):
     print(f"test accuracy {accuracy:.4f}  loss {loss:.4f}  ({len(test[1])} reviews)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors one line like the others (argparse prints the usage first;
+    for `train` that is 22 lines). Subcommands' parsers are of the same class."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="numpy-lstm", description="An LSTM sentiment classifier for IMDB reviews, by hand on NumPy.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_parser(subparsers)
@@ -148,6 +167,10 @@ def main(argv=None):
     except NumpyLSTMError as e:
         print(f"numpy-lstm: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader is gone: point stdout at /dev/null, or Python's flush at exit fails again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt as e:     # Stopped, or a Ctrl-C outside `train`
         what = str(e) if isinstance(e, Stopped) else "interrupted"
         if args.command == "train":

@@ -96,7 +96,7 @@ class TrainConfig:
     embed_dim: int = setting(32, "embedding width", "model", POSITIVE_INTEGER, metavar="N")
     nb_init: float = setting(
         0.0, "start embedding column 0 at SCALE times each word's naive Bayes log-count ratio in the training "
-             "reviews (0: off)", "model", metavar="SCALE")
+             "reviews (0: off)", "model", OFF_OR_POSITIVE, metavar="SCALE")
     ppmi_init: float = setting(
         0.0, "start the embedding columns (all but --nb-init's) at word vectors learned without labels from the "
              "training reviews (PPMI + SVD of word co-occurrences), scaled to this standard deviation (0: off)",
@@ -128,7 +128,8 @@ class TrainConfig:
     patience: Optional[int] = setting(
         None, "stop after N epochs without a better held-out loss and keep the best epoch", "optimisation",
         POSITIVE_INTEGER, metavar="N")
-    seed: int = setting(0, "seed of the split, the initialisation and the shuffling", "optimisation", metavar="N")
+    seed: int = setting(0, "seed of the split, the initialisation and the shuffling", "optimisation", COUNT,
+                        metavar="N")
     ensemble: int = setting(
         1, "train N models, each from its own initialisation and batch order, and average their logits "
            "(N times the training time)", "optimisation", POSITIVE_INTEGER, metavar="N")
@@ -198,6 +199,8 @@ def check_setting(name, value):
     meta = field.metadata
     if value is None and type(None) in typing.get_args(field.type):
         return
+    if _real(value) and not np.isfinite(value):
+        raise NumpyLSTMError(f"{name} must be a finite number, got {value!r}")
     if meta.get("rule") and not meta["rule"].allows(value):
         raise NumpyLSTMError(f"{name} must be {meta['rule'].words}, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:

@@ -48,6 +48,10 @@ def atomic_path(path):
     with refused_as_write_error(path):
         fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
         os.close(fd)
+        # mkstemp makes the file private (0600); give it the mode open() would, as the umask allows
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         try:
             yield tmp
             os.replace(tmp, path)

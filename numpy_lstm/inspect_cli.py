@@ -8,6 +8,7 @@ from .errors import MissingSplitError, NumpyLSTMError
 from .inspect import confident_errors, inspect_review
 from .report import write_errors_report, write_report
 from .rundir import RunDir
+from .text import standard_input_text, user_text
 
 
 def add_inspect_parser(subparsers):
@@ -48,7 +49,8 @@ def _read_text(text):
     if text is None:
         if sys.stdin.isatty():
             raise NumpyLSTMError("give the review text as an argument, or on standard input")
-        text = " ".join(sys.stdin.read().splitlines())
+        text = " ".join(standard_input_text().splitlines())
+    text = user_text(text)
     if not text.strip():
         raise NumpyLSTMError("the review text is empty")
     return text

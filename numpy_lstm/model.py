@@ -188,6 +188,8 @@ class SentimentLSTM:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             raise NumpyLSTMError(f"{path} is not a readable numpy-lstm model file "
                                  f"(truncated or corrupt?): {type(e).__name__}") from None
+        if not isinstance(config, dict):
+            raise NumpyLSTMError(f"{path} holds no model config (not a JSON object)")
         try:
             model = cls(**config)
         except TypeError as e:
@@ -196,6 +198,8 @@ class SentimentLSTM:
         if missing:
             raise NumpyLSTMError(f"{path} lacks the weight {missing[0]} that its config calls for")
         model.set_weights([arrays[name] for name in model.weight_names])
+        if not all(np.isfinite(w).all() for w in model.weights):
+            raise NumpyLSTMError(f"{path} has weights that are not finite numbers (NaN or inf)")
         return model
 
 

@@ -24,6 +24,7 @@ import glob
 import io
 import json
 import os
+import zipfile
 
 import numpy as np
 
@@ -158,11 +159,17 @@ class RunDir:
                  [os.path.join(self.member_dir(k, config.ensemble), "model.npz") for k in range(config.ensemble)])
         self.require("vocab.json", *names)
         models = [SentimentLSTM.load(self.file(name)) for name in names]
+        vocab = Vocabulary.load(self.file("vocab.json"))
+        for name, m in zip(names, models):
+            rows = len(m.embedding.embeddings)
+            if len(vocab) > rows:
+                raise NumpyLSTMError(f"{self.file('vocab.json')} has {len(vocab)} ids but {self.file(name)} "
+                                     f"embeds {rows}: the two are not from the same run")
         model = models[0] if len(models) == 1 else Ensemble(models)
         if config.ngrams:
             self.require("ngrams.npz")
             model = TwoViews(model, *load_ngrams(self.file("ngrams.npz")))
-        return model, Vocabulary.load(self.file("vocab.json")), config
+        return model, vocab, config
 
 
 def save_checkpoint(path, model, optimizer, rng, state, best_weights):
@@ -193,12 +200,16 @@ def load_checkpoint(path, model, optimizer, rng):
             best = [data[f"best/{i}"] for i in range(n)] if "best/0" in data else None
     except FileNotFoundError:
         raise NumpyLSTMError(f"no checkpoint at {path}: nothing to resume") from None
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise NumpyLSTMError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
                              f"{type(e).__name__}") from None
     model.set_weights(weights)  # a shape mismatch with the run's config is a NumpyLSTMError
-    optimizer.load_state({"iterations": state["iterations"], "m": m, "v": v})
-    rng.bit_generator.state = state["rng"]
+    try:
+        optimizer.load_state({"iterations": state["iterations"], "m": m, "v": v})
+        rng.bit_generator.state = state["rng"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise NumpyLSTMError(f"{path} is not a readable checkpoint (its state is damaged): "
+                             f"{type(e).__name__}") from None
     return state, best
 
 

@@ -14,6 +14,7 @@ import io
 import itertools
 import json
 import re
+import sys
 
 import numpy as np
 
@@ -41,6 +42,23 @@ NEGATIONS = frozenset({
     "ain", "aren", "couldn", "didn", "doesn", "don", "hadn", "hasn", "haven", "isn", "mightn",
     "mustn", "needn", "shan", "shouldn", "wasn", "weren", "won", "wouldn",
 })
+
+
+def user_text(text):
+    """A review as typed on the command line or read from standard input, with every byte that
+    is not UTF-8 replaced by U+FFFD.
+
+    Python hands such bytes over as lone surrogates (its "surrogateescape"), which no UTF-8
+    file or terminal accepts: printing them, or writing them to a report, would fail.
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def standard_input_text():
+    """All of standard input, through `user_text` (bytes that are not UTF-8 do not stop it)."""
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
+    return user_text(sys.stdin.read())
 
 
 @functools.lru_cache(maxsize=None)

@@ -250,6 +250,11 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, say, sto
         place = state.get("position")
         say(f"resuming {run.path} after epoch {state['epoch']}"
             + (f", batch {place['batch']}" if place else ""))
+    elif resume and os.path.exists(run.file("model.npz")):
+        # A model without its checkpoint (deleted?) cannot be continued, and starting over would
+        # replace it
+        raise NumpyLSTMError(f"{run.file('model.npz')} has no checkpoint.npz beside it to continue from; "
+                             "train into a new --out to start over")
     elif resume:
         say(f"{run.path} stopped before its first checkpoint: starting it from the beginning")
 

@@ -11,6 +11,7 @@ import pytest
 
 from numpy_lstm import SentimentLSTM, sigmoid
 from numpy_lstm.cli import main
+from numpy_lstm.engine.workers import THREADS_PER_CPU
 from numpy_lstm.prepare import encode
 from numpy_lstm.rundir import RunDir
 
@@ -210,6 +211,10 @@ def test_diverging_loss_stops_with_a_clear_message(tree, tmp_path):
     (["--oov", "drop"], "oov must be keep or skip"),
     (["--layers", "0"], "num_layers must be a positive integer"),
     (["--recipe", "magic"], "unknown recipe 'magic'"),
+    (["--seed", "-1"], "seed must be 0 or a positive integer"),
+    (["--lr", "inf"], "lr must be a finite number"),
+    (["--nb-init", "nan"], "nb_init must be a finite number"),
+    (["--nb-init", "-1"], "nb_init must be 0 (off) or positive"),
 ])
 def test_nonsense_hyperparameters(flags, message, tree, tmp_path, capsys):
     assert main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), *TINY, *flags]) == 2
@@ -218,11 +223,112 @@ def test_nonsense_hyperparameters(flags, message, tree, tmp_path, capsys):
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
-def test_bad_core_count_in_the_environment(tmp_path, tree):
+# One more than allowed: without the cap it forks that many workers, and trains
+TOO_MANY = str(THREADS_PER_CPU * len(os.sched_getaffinity(0)) + 1)
+
+
+@pytest.mark.parametrize("threads, message", [("two", "must be a positive integer"), (TOO_MANY, "must be at most")])
+def test_bad_core_count_in_the_environment(threads, message, tmp_path, tree):
     code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "r", *TINY,
-                           env_extra={"NUMPY_LSTM_THREADS": "two"})
-    assert code == 2 and "NUMPY_LSTM_THREADS must be a positive integer" in err
+                           env_extra={"NUMPY_LSTM_THREADS": threads})
+    assert code == 2 and f"NUMPY_LSTM_THREADS {message}" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
+    (["train", "--recipe"], "argument --recipe: expected one argument"),
+    (["evaluate"], "the following arguments are required: RUN_DIR"),
+    (["evaluate", "somewhere", "--limit", "1.5"], "argument --limit: invalid int value"),
+    (["inspect", "somewhere", "a", "b"], "unrecognized arguments: b"),
+    (["fly"], "invalid choice: 'fly'"),
+])
+def test_a_malformed_command_line_is_one_line(args, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and message in err and "--help" in err and err.count("\n") == 1, err
+
+
+def test_resume_takes_no_settings(tmp_path, capsys):
+    for flags, flag in ((["--epochs", "5"], "--epochs"), (["--recipe", "full"], "--recipe"),
+                        (["--out", str(tmp_path / "b")], "--out")):
+        assert main(["train", "--resume", str(tmp_path / "a"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert f"drop {flag}" in err and err.count("\n") == 1
+
+
+def test_damaged_files_of_a_run_are_one_line(tree, tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", "--data", str(tree), "--out", str(run), "--epochs", "1", *TINY])
+
+    def copy(name):
+        subprocess.run(["cp", "-a", str(run), str(tmp_path / name)], check=True)
+        return tmp_path / name
+
+    truncated = copy("truncated")
+    (truncated / "checkpoint.npz").write_bytes((run / "checkpoint.npz").read_bytes()[:5000])
+    with np.load(run / "checkpoint.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    state = json.loads(str(arrays["state"]))
+    damaged_state = copy("state")
+    with open(damaged_state / "checkpoint.npz", "wb") as f:
+        np.savez(f, **{**arrays, "state": np.array(json.dumps({**state, "rng": {"bit_generator": "MT"}}))})
+    more_words = copy("vocab")
+    vocab = json.loads((run / "vocab.json").read_text())
+    words = vocab["words"] + [f"w{i}" for i in range(150)]
+    (more_words / "vocab.json").write_text(json.dumps({**vocab, "size": 2 + len(words), "words": words}))
+    not_finite = copy("nan")
+    model = weights_of(run / "model.npz")
+    model["lstm/kernel"][0, 0] = np.nan
+    with open(not_finite / "model.npz", "wb") as f:
+        np.savez(f, **model)
+    for command, words in ((["train", "--resume", truncated], "not a readable checkpoint"),
+                           (["train", "--resume", damaged_state], "its state is damaged"),
+                           (["predict", more_words, "great"], "not from the same run"),
+                           (["inspect", more_words, "great", "--out", tmp_path / "page"], "not from the same run"),
+                           (["predict", not_finite, "great"], "not finite"),
+                           (["evaluate", run, "--limit", "-1"], "--limit must be a positive number")):
+        assert main([str(arg) for arg in command]) == 2, command
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+
+
+def test_a_model_without_its_checkpoint_is_not_trained_over(tree, tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", "--data", str(tree), "--out", str(run), "--epochs", "1", *TINY])
+    (run / "checkpoint.npz").unlink()
+    before = (run / "model.npz").read_bytes()
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "no checkpoint.npz beside it" in capsys.readouterr().err
+    assert (run / "model.npz").read_bytes() == before
+
+
+def test_text_that_is_not_utf8_and_a_reader_that_leaves(tree, tmp_path):
+    run = tmp_path / "run"
+    main(["train", "--data", str(tree), "--out", str(run), "--epochs", "1", *TINY])
+    # strict standard streams, as in a UTF-8 locale other than C.UTF-8
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    command = [sys.executable, "-m", "numpy_lstm"]
+    for args, stdin in (([b"predict", bytes(run), b"great \xff film"], b""),
+                        ([b"predict", bytes(run)], b"great \xff film\n"),
+                        ([b"inspect", bytes(run), b"great \xff film", b"--out", bytes(tmp_path / "page")], b"")):
+        proc = subprocess.run(command + args, input=stdin, capture_output=True, env=env, timeout=600)
+        assert proc.returncode == 0 and proc.stderr == b"", proc.stderr.decode()
+        if args[0] == b"predict":
+            assert "\ufffd" in proc.stdout.decode()
+    assert "\ufffd" in (tmp_path / "page" / "report.html").read_text()
+    proc = subprocess.run(command + [b"predict", bytes(run)], input=b"", capture_output=True, timeout=600)
+    assert proc.returncode == 2 and b"standard input holds no review" in proc.stderr
+    # 20,000 lines of output, read no further than the first: the command ends quietly
+    reader = subprocess.Popen(command + [b"predict", bytes(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    reader.stdin.write(b"a great film\n" * 20000)
+    reader.stdin.close()
+    reader.stdout.readline()
+    reader.stdout.close()
+    assert reader.wait(timeout=600) == 141 and reader.stderr.read() == b""
 
 
 def test_bad_paths_and_run_directories(tmp_path, tree):
@@ -278,8 +384,8 @@ def test_resume_before_the_first_checkpoint_starts_over(tree, tmp_path):
     straight, early = tmp_path / "straight", tmp_path / "early"
     main(["train", "--data", str(tree), "--out", str(straight), "--epochs", "2", "--seed", "4", *TINY])
     main(["train", "--data", str(tree), "--out", str(early), "--epochs", "2", "--seed", "4", *TINY])
-    (early / "checkpoint.npz").unlink()   # as if killed during the first epoch
-    (early / "metrics.json").unlink()
+    for name in ("checkpoint.npz", "model.npz", "metrics.json"):   # as if killed during the first epoch
+        (early / name).unlink()
     assert main(["train", "--resume", str(early), "--quiet"]) == 0
     a, b = weights_of(straight / "model.npz"), weights_of(early / "model.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a if k != "config")

@@ -25,6 +25,7 @@ from numpy_lstm.cli import main
 from numpy_lstm.data import load_imdb
 from numpy_lstm.engine import workers
 from numpy_lstm.errors import NumpyLSTMError
+from numpy_lstm.fileio import write_text
 from numpy_lstm.rundir import RunDir
 from numpy_lstm.stopping import Stopped, StopSignals
 
@@ -437,3 +438,16 @@ def test_old_run_folder_missing_settings(tmp_path, tree, capsys):
             assert words in err and err.count("\n") == 1, err
         with pytest.raises(NumpyLSTMError, match=words):
             RunDir(out).load_model()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_written_atomically_get_the_mode_the_umask_gives(umask, tmp_path):
+    old = os.umask(umask)
+    try:
+        write_text(tmp_path / "a.json", "{}")       # a temporary file renamed into place
+        with open(tmp_path / "b.json", "w") as f:   # what open() gives
+            f.write("{}")
+    finally:
+        os.umask(old)
+    modes = [os.stat(tmp_path / name).st_mode & 0o777 for name in ("a.json", "b.json")]
+    assert modes[0] == modes[1] == 0o666 & ~umask

@@ -37,7 +37,8 @@ one caller at a time: run LSTMs from one thread of a process.
 The core count is `set_num_threads(n)` (the name PyTorch uses), else the environment variable
 NUMPY_LSTM_THREADS, else the number of CPUs this process may use, capped at
 `MAX_DEFAULT_THREADS`. n cores means the calling process and up to n - 1 workers, or BLAS at n
-threads (`plan_cores`).
+threads (`plan_cores`). A count above `THREADS_PER_CPU` times the CPUs is refused: each core
+beyond the first is a process, which `start_workers` forks up front.
 
 The BLAS that NumPy loaded is reached through threadpoolctl (OpenBLAS, MKL or BLIS). Where it
 finds none, the helpers do nothing and `blas_thread_control()` is False; results are the same,
@@ -65,6 +66,7 @@ from .fpu import flush_subnormals
 from .mailbox import Mailbox, is_large, room
 
 MAX_DEFAULT_THREADS = 4
+THREADS_PER_CPU = 4     # more processes than this per CPU only wait for each other
 MIN_ROWS_PER_PART = 8     # fewer rows than this per part and the split costs more than it gains
 BLAS_THREADS_MIN_UNITS = 256   # from this many units on, BLAS's threads unless parts get enough rows
 MIN_ROWS_PER_PART_MANY_UNITS = 32   # rows per part for a split at BLAS_THREADS_MIN_UNITS or more
@@ -94,21 +96,35 @@ def _set_blas_threads(n):
         lib.set_num_threads(n)
 
 
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _thread_count_problem(n):
+    """Why n cores cannot be used, or None."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return "must be a positive integer"
+    cpus = _usable_cpus()
+    if n > THREADS_PER_CPU * cpus:
+        return f"must be at most {THREADS_PER_CPU * cpus} ({THREADS_PER_CPU} per usable CPU; this machine has {cpus})"
+    return None
+
+
 def _default_threads():
     env = os.environ.get("NUMPY_LSTM_THREADS", "").strip()
     if env:
         try:
             n = int(env)
         except ValueError:
-            raise NumpyLSTMError(f"NUMPY_LSTM_THREADS must be a positive integer, got {env!r}") from None
-        if n < 1:
-            raise NumpyLSTMError(f"NUMPY_LSTM_THREADS must be a positive integer, got {env!r}")
+            n = None
+        problem = _thread_count_problem(n)
+        if problem:
+            raise NumpyLSTMError(f"NUMPY_LSTM_THREADS {problem}, got {env!r}")
         return n
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_DEFAULT_THREADS))
+    return max(1, min(_usable_cpus(), MAX_DEFAULT_THREADS))
 
 
 def get_num_threads():
@@ -124,8 +140,9 @@ def set_num_threads(n):
     it by float rounding only; for a given count, results are repeatable.
     """
     global _num_threads
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
-        raise ValueError(f"the number of threads must be a positive integer, got {n!r}")
+    problem = None if n is None else _thread_count_problem(n)
+    if problem:
+        raise ValueError(f"the number of threads {problem}, got {n!r}")
     _num_threads = n
 
 
