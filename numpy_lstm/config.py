@@ -199,7 +199,7 @@ def check_setting(name, value):
     meta = field.metadata
     if value is None and type(None) in typing.get_args(field.type):
         return
-    if _real(value) and not np.isfinite(value):
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):   # ints are always finite
         raise NumpyLSTMError(f"{name} must be a finite number, got {value!r}")
     if meta.get("rule") and not meta["rule"].allows(value):
         raise NumpyLSTMError(f"{name} must be {meta['rule'].words}, got {value!r}")

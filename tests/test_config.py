@@ -15,6 +15,17 @@ def test_bad_settings_are_refused(setting):
         recipe_config("tutorial", **setting)
 
 
+@pytest.mark.parametrize("setting", [{"seed": 2 ** 64}, {"seed": 10 ** 30}, {"lr": 1e300}])
+def test_large_finite_values_are_accepted(setting):
+    assert recipe_config("tutorial", **setting).validate()
+
+
+@pytest.mark.parametrize("setting", [{"lr": float("inf")}, {"clipnorm": float("nan")}, {"nb_init": float("-inf")}])
+def test_values_that_are_not_finite_are_refused(setting):
+    with pytest.raises(NumpyLSTMError, match="must be a finite number"):
+        recipe_config("tutorial", **setting).validate()
+
+
 def test_unknown_recipe():
     with pytest.raises(NumpyLSTMError, match="unknown recipe"):
         recipe_config("magic")
