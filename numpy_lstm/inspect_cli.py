@@ -50,7 +50,8 @@ def _read_text(text):
         if sys.stdin.isatty():
             raise NumpyLSTMError("give the review text as an argument, or on standard input")
         text = " ".join(standard_input_text().splitlines())
-    text = user_text(text)
+    else:
+        text = user_text(text)
     if not text.strip():
         raise NumpyLSTMError("the review text is empty")
     return text

@@ -1,6 +1,7 @@
 """`numpy-lstm` end to end on a small synthetic aclImdb tree: train, resume, predict, evaluate, errors."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,8 +265,7 @@ def test_damaged_files_of_a_run_are_one_line(tree, tmp_path, capsys):
     main(["train", "--data", str(tree), "--out", str(run), "--epochs", "1", *TINY])
 
     def copy(name):
-        subprocess.run(["cp", "-a", str(run), str(tmp_path / name)], check=True)
-        return tmp_path / name
+        return shutil.copytree(run, tmp_path / name)
 
     truncated = copy("truncated")
     (truncated / "checkpoint.npz").write_bytes((run / "checkpoint.npz").read_bytes()[:5000])
