@@ -11,7 +11,7 @@ One process, one run, in this order:
 2. forward, and forward + backward, of our LSTM layer and of the whole tutorial model
    (Embedding -> LSTM -> Dense), at the tutorial's shapes (batch 64, 500 steps, 32 -> 100) and
    at a larger one (batch 128, 200 steps, 128 -> 256), float32, at each core count (ours: the
-   calling process and worker processes, numpy_lstm/engine/workers.py); when torch
+   calling process and worker processes, numpy_lstm/engine/cores.py); when torch
    is importable, torch.nn.LSTM on the same shapes and weights (checked equal to 1e-4) too, with
    subnormals flushed to zero as in our loops (see `import_torch`);
 3. the padding tax: a tutorial-sized epoch (800 reviews, batch 64) with lengths drawn like the
@@ -45,7 +45,7 @@ import time
 import numpy as np
 
 from numpy_lstm import LSTM, Adam, SentimentLSTM
-from numpy_lstm.engine import workers
+from numpy_lstm.engine import cores
 
 SHAPES = {  # name: (batch B, steps T, input E, units H, vocabulary V)
     "tutorial": (64, 500, 32, 100, 500),
@@ -91,7 +91,7 @@ def peak_gflops(threads_list, repeats, n=2048):
     cases = {}
     for k in threads_list:
         def blas(k=k):
-            with workers.blas_threads(k):
+            with cores.blas_threads(k):
                 np.matmul(a, b, out=out)
         cases[f"openblas {k}"] = (lambda: None, blas)
     medians = interleaved_medians(cases, repeats, statistic=min)   # a peak: the best run
@@ -133,7 +133,7 @@ def bench_shape(name, threads_list, repeats, torch):
 
     cases, torch_cases = {}, {}
     for k in threads_list:
-        use = functools.partial(workers.set_num_threads, k)
+        use = functools.partial(cores.set_num_processes, k)
         cases[("ours", "LSTM forward", k)] = (use, lambda: lstm.forward(x))
         cases[("ours", "LSTM forward+backward", k)] = (use, lstm_train_step)
         cases[("ours", "model forward", k)] = (use, lambda: model.forward(ids))
@@ -160,7 +160,7 @@ def bench_shape(name, threads_list, repeats, torch):
             torch_cases[("torch", "LSTM forward+backward", k)] = (use, torch_train_step)
 
         # Same thing computed? Outputs to 1e-4; gradients reported alongside.
-        workers.set_num_threads(threads_list[-1])
+        cores.set_num_processes(threads_list[-1])
         ours_out, cache = lstm.forward(x)
         dx, _, (dkernel, drec, dbias) = lstm.backward(dout, cache)
         torch_train_step()
@@ -235,7 +235,7 @@ def padding_tax(threads, repeats, n_reviews=800, batch_size=64, maxlen=500, voca
             _, grads = model.gradients(ids[b], labels[b])
             opt.step(model.weights, grads)
 
-    workers.set_num_threads(threads)
+    cores.set_num_processes(threads)
     steps_run = sum(int(lengths[b].max()) for b in bucketed)
     cases = {"unmasked, full length": (lambda: None, lambda: epoch(False, plain)),
              "masked, bucketed by length": (lambda: None, lambda: epoch(True, bucketed))}
@@ -288,7 +288,7 @@ print(training, peak_mb())
 
 def peak_memory_mb(threads, predict_batches=(256, 64)):
     """{"training": MB, "with predict at batch N": MB, ...}: peak RSS of fresh subprocesses."""
-    env = dict(os.environ, NUMPY_LSTM_THREADS=str(threads))
+    env = dict(os.environ, NUMPY_LSTM_PROCESSES=str(threads))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     result = {}
@@ -311,7 +311,7 @@ def machine_info(torch):
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "openblas_thread_control": workers.blas_thread_control(),
+            "numpy": np.__version__, "openblas_thread_control": cores.blas_thread_control(),
             "torch": None if torch is None else torch.__version__,
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
 
@@ -370,7 +370,7 @@ def main():
     result["peak_rss_mb"] = None if args.quick else peak_memory_mb(max(threads_list))
     result["machine"]["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result["seconds"] = time.perf_counter() - started
-    workers.set_num_threads(None)
+    cores.set_num_processes(None)
     if args.json_file:
         with open(args.json_file, "w") as f:
             json.dump(result, f, indent=1)

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from numpy_lstm import LSTM, set_num_threads
+from numpy_lstm import LSTM, set_num_processes
 
 ROWS = (8, 16, 32, 64)
 
@@ -32,7 +32,7 @@ def main():
     times = {case: [] for case in cases}
     for round_ in range(args.repeats + 1):          # round 0 warms up
         for rows, cores in cases:
-            set_num_threads(cores)
+            set_num_processes(cores)
             start = time.perf_counter()
             out, cache = layer.forward(xs[rows])
             layer.backward(np.ones_like(out), cache)

@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/profile_lstm.py [--rev GIT_REVISION] [--repeats N] [--batch B]
     PYTHONPATH=. python bench/profile_lstm.py --shape B,T,E,H [--cores N]
 
-Every `np.<function>` that the LSTM's loops (numpy_lstm/engine/loops.py, rows.py) and
+Every `np.<function>` that the LSTM's loops (numpy_lstm/engine/forward.py, backward.py, rows.py) and
 numpy_lstm/layers.py call is wrapped in a timer (each module's `np` is swapped for a proxy), so
 the table says how long matmul, exp, tanh, multiply... took in one forward + backward of the LSTM
 and one Embedding backward. In-place operators (`z += a`) and Python's own work are not calls
@@ -28,7 +28,8 @@ import numpy as np
 import numpy_lstm
 
 # Where the LSTM's NumPy calls are (modules a revision lacks are skipped).
-TIMED_MODULES = ("numpy_lstm.layers", "numpy_lstm.engine.loops", "numpy_lstm.engine.rows")
+TIMED_MODULES = ("numpy_lstm.layers", "numpy_lstm.engine.forward", "numpy_lstm.engine.backward",
+                 "numpy_lstm.engine.rows")
 
 
 class TimedNumpy:
@@ -82,7 +83,7 @@ def timed_modules():
 def blas_threads(n):
     """The package's hold on OpenBLAS's thread count, wherever this revision keeps it."""
     try:
-        from numpy_lstm.engine.workers import blas_threads
+        from numpy_lstm.engine.cores import blas_threads
     except ImportError:
         from numpy_lstm._parallel import blas_threads
     return blas_threads(n)
@@ -114,7 +115,7 @@ def main():
     if args.rev:
         return run_at_revision(args.rev, ["--repeats", str(args.repeats), "--batch", str(args.batch),
                                           "--cores", str(args.cores)] + (["--shape", args.shape] * bool(args.shape)))
-    numpy_lstm.set_num_threads(args.cores)
+    numpy_lstm.set_num_processes(args.cores)
     modules = timed_modules()
     B, T, E, H = map(int, args.shape.split(",")) if args.shape else (args.batch, 500, 32, 100)
     V = 500

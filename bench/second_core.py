@@ -32,8 +32,8 @@ def lstm_part():
     """A function running one forward + backward of a 32-row part, in this process."""
     import numpy as np
 
-    from numpy_lstm import LSTM, set_num_threads
-    set_num_threads(1)
+    from numpy_lstm import LSTM, set_num_processes
+    set_num_processes(1)
     rng = np.random.default_rng(0)
     layer = LSTM(32, 100, rng)
     x = rng.standard_normal((32, 500, 32), dtype=np.float32)

@@ -4,7 +4,7 @@
     PYTHONPATH=. python bench/bench_lstm.py --sweep [--repeats N] [--json-file F] [--plot F]
 
 For each shape (B batch rows, T steps, E inputs, H units), float32, one forward + backward of the
-layer (dout on h_T): ours at each core count (`numpy_lstm.set_num_threads`; the engine chooses
+layer (dout on h_T): ours at each core count (`numpy_lstm.set_num_processes`; the engine chooses
 how to use them by shape, `numpy_lstm.engine.strategy`), then torch.nn.LSTM at each thread count
 with subnormals flushed (bench_lstm.import_torch), on the same weights, its h_T checked equal to
 ours within 1e-4. Each time is the median of the repeats after one warm-up; ours are interleaved
@@ -30,7 +30,7 @@ import numpy as np
 from bench_lstm import interleaved_medians, lstm_flops, machine_info, peak_gflops, torch_lstm_like
 
 from numpy_lstm import LSTM, engine
-from numpy_lstm.engine import workers
+from numpy_lstm.engine import cores
 
 GRID = [(1, 500, 32, 100), (8, 500, 32, 100), (64, 500, 32, 100), (256, 500, 32, 100),
         (64, 100, 32, 256), (64, 100, 256, 512), (16, 100, 512, 1024)]
@@ -89,7 +89,7 @@ def numpy_floor(B, T, H, threads_list, repeats):
 
 
 def _with_blas_threads(k, fn):
-    with workers.blas_threads(k):
+    with cores.blas_threads(k):
         fn()
 
 
@@ -106,7 +106,7 @@ def time_shape(shape, threads_list, repeats, torch):
         _, cache = lstm.forward(x)
         lstm.backward(dout, cache)
 
-    cases = {k: (functools.partial(workers.set_num_threads, k), ours) for k in threads_list}
+    cases = {k: (functools.partial(cores.set_num_processes, k), ours) for k in threads_list}
     row = {"B": B, "T": T, "E": E, "H": H,
            "strategy": {k: engine.strategy(B, H, k) for k in threads_list}}
     medians = interleaved_medians(cases, repeats)
@@ -173,7 +173,7 @@ def main(args, repeats, threads_list, torch):
               "peak_gflops": peak_gflops(threads_list, repeats), "shapes": []}
     for shape in shapes:
         result["shapes"].append(time_shape(shape, threads_list, repeats, torch))
-    workers.set_num_threads(None)
+    cores.set_num_processes(None)
     result["machine"]["load_average_end"] = os.getloadavg()
     result["seconds"] = time.perf_counter() - started
     json_file = args.json_file or (os.path.join(HERE, "sweep.json") if args.sweep else None)

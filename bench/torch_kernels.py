@@ -16,7 +16,7 @@ import numpy as np
 from bench_lstm import import_torch, interleaved_medians
 from shapes import parse_shapes
 
-from numpy_lstm.engine import workers
+from numpy_lstm.engine import cores
 
 CALLS, RUNS = 30, 7       # a timed run is CALLS calls; the median of RUNS runs, NumPy's and torch's interleaved
 
@@ -48,7 +48,7 @@ def main():
         ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
         cases = {"ours": (lambda: None, lambda: repeat(lambda: np.matmul(a, b, out=out))),
                  "theirs": (lambda: None, lambda: repeat(lambda: torch.matmul(ta, tb, out=tout)))}
-        with workers.blas_threads(1):
+        with cores.blas_threads(1):
             seconds = interleaved_medians(cases, RUNS)
         ours, theirs = seconds["ours"] / CALLS, seconds["theirs"] / CALLS
         flop = 2 * M * K * N

@@ -1,7 +1,7 @@
 """numpy-lstm: the Keras IMDB LSTM sentiment tutorial, reimplemented by hand on NumPy."""
 from .config import RECIPES, TrainConfig, recipe_config
 from .data import ImdbData, load_imdb, train_test_split
-from .engine import get_num_threads, set_num_threads
+from .engine import get_num_processes, get_num_threads, set_num_processes, set_num_threads
 from .errors import NumpyLSTMError
 from .gradcheck import check_gradient, numerical_gradient, relative_error
 from .inspect import inspect_review, integrated_gradients
@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Adam", "Bidirectional", "Dense", "Dropout", "Embedding", "Ensemble", "ImdbData", "LSTM", "NgramView",
     "NumpyLSTMError", "RECIPES", "SGD", "SentimentLSTM", "TimePooling", "TrainConfig", "TwoViews", "Vocabulary",
-    "binary_crossentropy", "check_gradient", "clip_by_global_norm", "fit_mix", "fit_vote_mix", "get_num_threads",
-    "inspect_review", "integrated_gradients", "load_imdb", "ngram_keys",
+    "binary_crossentropy", "check_gradient", "clip_by_global_norm", "fit_mix", "fit_vote_mix", "get_num_processes",
+    "get_num_threads", "inspect_review", "integrated_gradients", "load_imdb", "ngram_keys",
     "numerical_gradient", "pad_sequences", "preprocess_reviews", "recipe_config", "relative_error", "self_train",
-    "set_num_threads", "sigmoid", "train_test_split",
+    "set_num_processes", "set_num_threads", "sigmoid", "train_test_split",
 ]

@@ -12,7 +12,7 @@ import pytest
 
 from numpy_lstm import SentimentLSTM, sigmoid
 from numpy_lstm.cli import main
-from numpy_lstm.engine.workers import THREADS_PER_CPU
+from numpy_lstm.engine.cores import PROCESSES_PER_CPU
 from numpy_lstm.prepare import encode
 from numpy_lstm.rundir import RunDir
 
@@ -225,14 +225,14 @@ def test_nonsense_hyperparameters(flags, message, tree, tmp_path, capsys):
 
 
 # One more than allowed: without the cap it forks that many workers, and trains
-TOO_MANY = str(THREADS_PER_CPU * len(os.sched_getaffinity(0)) + 1)
+TOO_MANY = str(PROCESSES_PER_CPU * len(os.sched_getaffinity(0)) + 1)
 
 
-@pytest.mark.parametrize("threads, message", [("two", "must be a positive integer"), (TOO_MANY, "must be at most")])
-def test_bad_core_count_in_the_environment(threads, message, tmp_path, tree):
+@pytest.mark.parametrize("processes, message", [("two", "must be a positive integer"), (TOO_MANY, "must be at most")])
+def test_bad_core_count_in_the_environment(processes, message, tmp_path, tree):
     code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "r", *TINY,
-                           env_extra={"NUMPY_LSTM_THREADS": threads})
-    assert code == 2 and f"NUMPY_LSTM_THREADS {message}" in err
+                           env_extra={"NUMPY_LSTM_PROCESSES": processes})
+    assert code == 2 and f"NUMPY_LSTM_PROCESSES {message}" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
 

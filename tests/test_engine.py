@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from numpy_lstm import LSTM, Bidirectional, NumpyLSTMError, SentimentLSTM, recipe_config, set_num_threads
+from numpy_lstm import LSTM, Bidirectional, NumpyLSTMError, SentimentLSTM, recipe_config, set_num_processes
 from numpy_lstm.cli import build_parser, main
 from numpy_lstm.engine import workers
 from numpy_lstm.train import build_model
@@ -15,10 +15,10 @@ TOL = {"rtol": 1e-10, "atol": 1e-12}
 
 
 @pytest.fixture
-def threads():
-    """set_num_threads for the test, back to the default after it."""
-    yield set_num_threads
-    set_num_threads(None)
+def processes():
+    """set_num_processes for the test, back to the default after it."""
+    yield set_num_processes
+    set_num_processes(None)
 
 
 def twins(make, seed=0):
@@ -66,7 +66,7 @@ def assert_same(got, expected):
 @pytest.mark.parametrize("initial_state", [False, True])
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("recurrent_dropout", [0.0, 0.4])
-def test_fast_lstm_equals_reference(threads, cores, mask_kind, initial_state, return_sequences,
+def test_fast_lstm_equals_reference(processes, cores, mask_kind, initial_state, return_sequences,
                                     recurrent_dropout):
     B, T, E, H = 17, 6, 3, 4                 # 17 rows: two parts on 2 cores (at least 8 rows each)
     fast, ref = twins(lambda impl: LSTM(E, H, np.random.default_rng(1), return_sequences, np.float64,
@@ -80,7 +80,7 @@ def test_fast_lstm_equals_reference(threads, cores, mask_kind, initial_state, re
     if recurrent_dropout:                    # both layers draw this keep mask: it must drop something
         keep = fast.recurrent_dropout.mask((B, H), np.float64, np.random.default_rng(dropout_seed))
         assert 0 < (keep == 0).sum() < keep.size
-    threads(cores)
+    processes(cores)
     got, cache = run(fast, x, mask, state, dout, dropout_seed)
     _, caches = cache
     assert len(caches) == cores                                   # the split happened
@@ -93,7 +93,7 @@ def test_fast_lstm_equals_reference(threads, cores, mask_kind, initial_state, re
 
 @pytest.mark.parametrize("cores", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_saturated_gates_equal_reference_without_a_warning(threads, cores, dtype):
+def test_saturated_gates_equal_reference_without_a_warning(processes, cores, dtype):
     """Inputs a thousand times too large drive every gate to 0 or 1, as in the reference, and
     without a warning: the textbook sigmoid 1 / (1 + exp(-z)) would overflow in exp where
     z < -88 (float32) or -709 (float64), unless the loop silenced it."""
@@ -103,7 +103,7 @@ def test_saturated_gates_equal_reference_without_a_warning(threads, cores, dtype
     rng = np.random.default_rng(4)
     x = (rng.normal(size=(B, T, E)) * 1e3).astype(dtype)
     dout = rng.normal(size=(B, H)).astype(dtype)
-    threads(cores)
+    processes(cores)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got, _ = run(fast, x, None, None, dout, None)

@@ -1,4 +1,4 @@
-"""How the engine uses the cores by shape (workers.plan_cores, engine.strategy), and that each way
+"""How the engine uses the cores by shape (engine.cores.plan_cores, engine.strategy), and that each way
 computes what reference.py computes in float64: rows over processes, one process with BLAS's
 threads, one process on one core with no worker forked; and the loops' blocks of steps."""
 import threading
@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from numpy_lstm import LSTM, engine, set_num_threads
-from numpy_lstm.engine import loops, workers
+from numpy_lstm import LSTM, engine, set_num_processes
+from numpy_lstm.engine import backward, forward, spare, workers
 from numpy_lstm.engine.sidethread import SideThread
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
@@ -17,10 +17,10 @@ TOL = {"rtol": 1e-10, "atol": 1e-12}
 @pytest.fixture
 def fresh_workers():
     """No worker at the start of the test, none left after it, the default core count after it."""
-    workers._reset_workers()
+    workers.reset_workers()
     yield
-    workers._reset_workers()
-    set_num_threads(None)
+    workers.reset_workers()
+    set_num_processes(None)
 
 
 def twins(E, H, return_sequences=False, seed=0, recurrent_dropout=0.0):
@@ -85,7 +85,7 @@ def assert_equal_to_reference(got, expected):
     (16, 1024, 1, (1, 1), "one process, one thread"),
 ])
 def test_the_strategy_for_a_shape_is_the_documented_one(fresh_workers, B, H, cores, plan, words):
-    assert workers.plan_cores(B, H, cores) == plan
+    assert engine.cores.plan_cores(B, H, cores) == plan
     assert engine.strategy(B, H, cores) == words
     assert not workers._workers                     # choosing forks nothing
 
@@ -93,7 +93,7 @@ def test_the_strategy_for_a_shape_is_the_documented_one(fresh_workers, B, H, cor
 @pytest.mark.parametrize("B", [1, 3, 7])
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_small_batch_runs_here_without_forking(fresh_workers, B, return_sequences):
-    set_num_threads(2)
+    set_num_processes(2)
     fast, ref = twins(4, 5, return_sequences)
     got, expected = both(fast, ref, *case(B, 6, 4, 5, return_sequences, masked=True))
     assert_equal_to_reference(got, expected)
@@ -103,33 +103,33 @@ def test_small_batch_runs_here_without_forking(fresh_workers, B, return_sequence
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_blas_threads_path_equals_reference(monkeypatch, fresh_workers, masked, return_sequences):
-    B, T, E, H = 3, 5, 4, workers.BLAS_THREADS_MIN_UNITS
-    set_num_threads(2)
+    B, T, E, H = 3, 5, 4, engine.cores.BLAS_THREADS_MIN_UNITS
+    set_num_processes(2)
     seen = []
-    run_rows = loops.forward_rows
+    run_rows = workers.forward_rows
 
     def watched(*args):                       # the BLAS threads that the part runs with
-        seen.append(workers.get_blas_threads())
+        seen.append(engine.cores.get_blas_threads())
         return run_rows(*args)
 
-    monkeypatch.setattr(loops, "forward_rows", watched)
+    monkeypatch.setattr(workers, "forward_rows", watched)
     fast, ref = twins(E, H, return_sequences)
     got, expected = both(fast, ref, *case(B, T, E, H, return_sequences, masked))
     assert_equal_to_reference(got, expected)
     assert not workers._workers               # one process
-    if workers.blas_thread_control():
+    if engine.cores.blas_thread_control():
         assert seen == [2]
 
 
 def test_blas_threads_are_reached_through_threadpoolctl():
     """NumPy's BLAS is found (this project's wheels bundle OpenBLAS), and its count can be held."""
-    assert workers.blas_thread_control()
-    before = workers.get_blas_threads()
-    with workers.blas_threads(1):
-        assert workers.get_blas_threads() == 1
-        with workers.blas_threads(2):
-            assert workers.get_blas_threads() == 2
-    assert workers.get_blas_threads() == before
+    assert engine.cores.blas_thread_control()
+    before = engine.cores.get_blas_threads()
+    with engine.cores.blas_threads(1):
+        assert engine.cores.get_blas_threads() == 1
+        with engine.cores.blas_threads(2):
+            assert engine.cores.get_blas_threads() == 2
+    assert engine.cores.get_blas_threads() == before
 
 
 @pytest.mark.parametrize("cores", [1, 2])
@@ -138,7 +138,7 @@ def test_blas_threads_are_reached_through_threadpoolctl():
 def test_many_blocks_of_steps_equal_reference(fresh_workers, tiny_blocks, cores, masked, return_sequences):
     """Blocks of a few steps: the forward's input-part matmuls, the backward's gate-factor blocks
     and its runs of dx / weight-gradient columns all end mid-sequence, at different steps."""
-    set_num_threads(cores)
+    set_num_processes(cores)
     B, T, E, H = 16, 13, 3, 4
     fast, ref = twins(E, H, return_sequences)
     x, mask, state, dout = case(B, T, E, H, return_sequences, masked)
@@ -153,10 +153,10 @@ def test_many_blocks_of_steps_equal_reference(fresh_workers, tiny_blocks, cores,
 def tiny_blocks(monkeypatch):
     """Blocks of 1-5 steps at B = 8 or 16 rows (16 rows cut in two parts), so one sequence has several;
     workers forked in the test (fresh_workers) see them too."""
-    monkeypatch.setattr(loops, "BLOCK_COLUMNS", 40)             # 5 steps of 8 rows, 3 of 16
-    monkeypatch.setattr(loops, "_BACKWARD_BLOCK", 2 * 8 * 6 * 4)  # 2 steps of 8 rows at H = 4, 1 of 16
+    monkeypatch.setattr(forward, "BLOCK_COLUMNS", 40)             # 5 steps of 8 rows, 3 of 16
+    monkeypatch.setattr(backward, "BACKWARD_BLOCK", 2 * 8 * 6 * 4)  # 2 steps of 8 rows at H = 4, 1 of 16
     yield
-    set_num_threads(None)
+    set_num_processes(None)
 
 
 @pytest.mark.parametrize("cores", [1, 2])
@@ -165,11 +165,11 @@ def tiny_blocks(monkeypatch):
 @pytest.mark.parametrize("recurrent_dropout", [0.0, 0.4])
 def test_batch_first_step_matmuls_equal_reference(monkeypatch, fresh_workers, cores, masked, return_sequences,
                                                   recurrent_dropout):
-    """The steps' matmuls batch-first (loops.batch_first_step, for many units), here at every size."""
-    monkeypatch.setattr(loops, "BATCH_FIRST_MIN_BYTES", 0)
-    set_num_threads(cores)
+    """The steps' matmuls batch-first (forward.batch_first_step, for many units), here at every size."""
+    monkeypatch.setattr(forward, "BATCH_FIRST_MIN_BYTES", 0)
+    set_num_processes(cores)
     B, T, E, H = 16, 7, 3, 4
-    assert loops.batch_first_step(H, B, np.float64)
+    assert forward.batch_first_step(H, B, np.float64)
     fast, ref = twins(E, H, return_sequences, recurrent_dropout=recurrent_dropout)
     x, mask, state, dout = case(B, T, E, H, return_sequences, masked)
     assert_equal_to_reference(*both(fast, ref, x, mask, state, dout, 5 if recurrent_dropout else None))
@@ -180,24 +180,24 @@ def test_batch_first_step_matmuls_equal_reference(monkeypatch, fresh_workers, co
 @pytest.mark.parametrize("recurrent_dropout", [0.0, 0.4])
 def test_side_thread_equals_reference_and_one_thread_bit_for_bit(
         monkeypatch, fresh_workers, tiny_blocks, masked, return_sequences, recurrent_dropout):
-    """The block matmuls on a side thread (workers.side_thread), here at a size where they would
+    """The block matmuls on a side thread (cores.side_thread), here at a size where they would
     not be, over several blocks (tiny_blocks): the forward's input parts and the backward's runs
     of dx and weight-gradient columns, the same sums as on one thread, in the same order, so the
     same bits."""
-    monkeypatch.setattr(workers, "GIL_FREE_ELEMENTS", 0)
+    monkeypatch.setattr(engine.cores, "GIL_FREE_ELEMENTS", 0)
     B, T, E, H = 8, 13, 3, 4
     fast, ref = twins(E, H, return_sequences, recurrent_dropout=recurrent_dropout)
     x, mask, state, dout = case(B, T, E, H, return_sequences, masked)
     ran_on = []          # (block matmul, whether it ran on the main thread)
-    for cls, name in ((loops.InputPart, "_compute"), (loops.StepColumns, "_take")):
+    for cls, name in ((forward.InputPart, "_compute"), (backward.StepColumns, "_hold")):
         monkeypatch.setattr(cls, name, watched(getattr(cls, name), name, ran_on))
     results = {}
     for cores in (2, 1):
-        set_num_threads(cores)
+        set_num_processes(cores)
         ran_on.clear()
         results[cores], expected = both(fast, ref, x, mask, state, dout, 5 if recurrent_dropout else None)
         assert_equal_to_reference(results[cores], expected)
-        for name in ("_compute", "_take"):      # several blocks each, on the side at 2 cores
+        for name in ("_compute", "_hold"):      # several blocks each, on the side at 2 cores
             on_main = [main for n, main in ran_on if n == name]
             assert len(on_main) > 2
             first_on_main = name == "_compute"    # the forward's first block: at once, here
@@ -220,9 +220,9 @@ def test_an_error_on_either_thread_reaches_the_caller_and_the_side_thread_ends(m
     B, T, E, H = 8, 30, 3, 4
     fast, _ = twins(E, H)
     x, _, _, dout = case(B, T, E, H, False, False)
-    where = {"forward's side thread": (loops.InputPart, "_compute"),
-             "backward's side thread": (loops.StepColumns, "_take"),
-             "backward's step loop": (loops, "bptt_block")}[fails]
+    where = {"forward's side thread": (forward.InputPart, "_compute"),
+             "backward's side thread": (backward.StepColumns, "_hold"),
+             "backward's step loop": (backward, "bptt_block")}[fails]
     method = getattr(*where)
 
     def broken(*args):
@@ -233,8 +233,8 @@ def test_an_error_on_either_thread_reaches_the_caller_and_the_side_thread_ends(m
 
     monkeypatch.setattr(*where, broken)
     with pytest.raises(MemoryError, match=fails):
-        out, cache = loops.forward_rows(fast.weights, x, None, None, None, False, loops.SpareArrays(), True)
-        loops.backward_rows(dout, cache, side_thread=True)
+        out, cache = forward.forward_rows(fast.weights, x, None, None, None, False, spare.SpareArrays(), True)
+        backward.backward_rows(dout, cache, side_thread=True)
     assert not [t for t in threading.enumerate() if t.name == SideThread.NAME]
 
 
@@ -244,7 +244,7 @@ def test_an_interrupted_forward_skips_the_input_parts_still_queued(monkeypatch, 
     B, T, E, H = 8, 30, 3, 4                  # six blocks of five steps
     fast, _ = twins(E, H)
     x, _, _, _ = case(B, T, E, H, False, False)
-    compute, ready, computed = loops.InputPart._compute, loops.InputPart.ready, []
+    compute, ready, computed = forward.InputPart._compute, forward.InputPart.ready, []
 
     def slow(self, lo, hi):
         computed.append(lo)
@@ -256,9 +256,9 @@ def test_an_interrupted_forward_skips_the_input_parts_still_queued(monkeypatch, 
             raise KeyboardInterrupt
         return ready(self, k)
 
-    monkeypatch.setattr(loops.InputPart, "_compute", slow)
-    monkeypatch.setattr(loops.InputPart, "ready", interrupted)
+    monkeypatch.setattr(forward.InputPart, "_compute", slow)
+    monkeypatch.setattr(forward.InputPart, "ready", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        loops.forward_rows(fast.weights, x, None, None, None, False, loops.SpareArrays(), True)
+        forward.forward_rows(fast.weights, x, None, None, None, False, spare.SpareArrays(), True)
     assert computed[0] == 0 and len(computed) < 6     # the first block here, not every block
     assert not [t for t in threading.enumerate() if t.name == SideThread.NAME]

@@ -39,9 +39,9 @@ DROPOUT = ["--mask", "--dropout", "0.2", "--recurrent-dropout", "0.2", "--patien
 def two_cores():
     """Two cores for every run here, in this process and in the commands it starts."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("NUMPY_LSTM_THREADS", "2")
+        patch.setenv("NUMPY_LSTM_PROCESSES", "2")
         yield
-    workers._reset_workers()
+    workers.reset_workers()
 
 
 @pytest.fixture(scope="module")
@@ -147,11 +147,11 @@ def dying_workers(monkeypatch, tmp_path):
             return original(kind, *args)
 
         monkeypatch.setattr(workers, "_run_part", run_part)
-        workers._reset_workers()           # the next workers are forked with the patch
+        workers.reset_workers()           # the next workers are forked with the patch
         return deaths
 
     yield die
-    workers._reset_workers()
+    workers.reset_workers()
 
 
 @pytest.mark.parametrize("op", ["forward", "backward"])
@@ -374,7 +374,7 @@ def test_second_train_on_a_busy_folder_is_refused_and_the_first_is_unharmed(tree
 def test_the_lock_stays_with_its_process_not_with_forked_workers(tmp_path):
     run = RunDir(tmp_path)
     with run.locked():
-        workers._reset_workers()
+        workers.reset_workers()
         LSTM(3, 4, np.random.default_rng(0)).forward(np.ones((16, 5, 3), np.float32))   # a worker forked now
         worker = workers._workers[0].process.pid
         targets = [os.readlink(link) for link in glob.glob(f"/proc/{worker}/fd/*")]
@@ -384,7 +384,7 @@ def test_the_lock_stays_with_its_process_not_with_forked_workers(tmp_path):
                 pass
     with RunDir(tmp_path).locked():                 # released with the block
         pass
-    workers._reset_workers()
+    workers.reset_workers()
 
 
 # ----------------------------------------------------------------------------- a failed start, old files

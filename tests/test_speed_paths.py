@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from numpy_lstm import LSTM, Embedding, NumpyLSTMError, check_gradient
-from numpy_lstm.engine import fpu, loops, mailbox, workers
+from numpy_lstm.engine import backward, batch, cores, forward, fpu, mailbox, spare, workers
 
 
 @pytest.fixture
 def tiny_parts(monkeypatch):
     """Let the batch be cut into parts of a single row, so small tests exercise the split."""
-    monkeypatch.setattr(workers, "MIN_ROWS_PER_PART", 1)
+    monkeypatch.setattr(cores, "MIN_ROWS_PER_PART", 1)
     yield
-    workers.set_num_threads(None)
+    cores.set_num_processes(None)
 
 
 def run(layer, x, mask, state, dout_seed=1, dropout_seed=None):
@@ -52,10 +52,10 @@ def make_case(B, T=7, E=4, H=5, return_sequences=False, masked=False, seed=0):
 def test_split_matches_one_process(tiny_parts, B, return_sequences, masked, recurrent_dropout):
     layer, x, mask, state = make_case(B, return_sequences=return_sequences, masked=masked)
     layer.recurrent_dropout.rate = recurrent_dropout
-    workers.set_num_threads(1)
+    cores.set_num_processes(1)
     expected = run(layer, x, mask, state, dropout_seed=4)
     for threads in (2, 3, 4):                     # 13 rows: parts of 6/7, 4/4/5, 3/3/3/4
-        workers.set_num_threads(threads)
+        cores.set_num_processes(threads)
         got = run(layer, x, mask, state, dropout_seed=4)
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
@@ -64,18 +64,18 @@ def test_split_matches_one_process(tiny_parts, B, return_sequences, masked, recu
 def test_default_split_is_deterministic_and_equal():
     """At the real minimum part size: repeatable for a core count, equal across counts."""
     layer, x, mask, state = make_case(37, T=9, E=6, H=8, masked="pre", seed=2)
-    workers.set_num_threads(1)
+    cores.set_num_processes(1)
     expected = run(layer, x, mask, state)
     try:
         for threads in (2, 3, 4):
-            workers.set_num_threads(threads)
+            cores.set_num_processes(threads)
             first = run(layer, x, mask, state)
             again = run(layer, x, mask, state)
             for a, b, c in zip(first, again, expected):
                 np.testing.assert_array_equal(a, b)
                 np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-13)
     finally:
-        workers.set_num_threads(None)
+        cores.set_num_processes(None)
 
 
 @pytest.mark.parametrize("threads, B, T, return_sequences, masked, seed", [
@@ -84,7 +84,7 @@ def test_default_split_is_deterministic_and_equal():
     (2, 6, 5, False, "holes", 11),
 ])
 def test_split_gradients_check_numerically(tiny_parts, threads, B, T, return_sequences, masked, seed):
-    workers.set_num_threads(threads)
+    cores.set_num_processes(threads)
     layer, x, mask, (h0, c0) = make_case(B, T, 3, 4, return_sequences=return_sequences, masked=masked, seed=seed)
     out, cache = layer.forward(x, mask, (h0, c0))
     dout = np.random.default_rng(seed + 1).normal(size=out.shape)
@@ -97,7 +97,7 @@ def test_split_gradients_check_numerically(tiny_parts, threads, B, T, return_seq
 
 def test_prepadded_rows_in_any_order_equal_one_at_a_time(tiny_parts):
     """Rows are reordered by start inside the layer; each must equal its own unpadded run."""
-    workers.set_num_threads(3)
+    cores.set_num_processes(3)
     layer, x, mask, _ = make_case(9, T=8, masked="pre", seed=13)
     layer.return_sequences = True
     out, cache = layer.forward(x, mask)
@@ -120,7 +120,7 @@ def test_part_of_all_padding_keeps_state_and_passes_gradient(tiny_parts):
     layer, x, _, state = make_case(4, T=5)
     mask = np.ones((4, 5), bool)
     mask[2:] = False                                # the second part of two is all padding
-    workers.set_num_threads(2)
+    cores.set_num_processes(2)
     out, cache = layer.forward(x, mask, state)
     np.testing.assert_array_equal(out[2:], state[0][2:])
     dout = np.random.default_rng(5).normal(size=out.shape)
@@ -138,7 +138,7 @@ def test_float32_stays_float32():
     assert all(a.dtype == np.float32 for a in [out, dx, dh0, dc0] + grads)
 
 
-def test_cache_is_spent_by_backward_and_buffers_are_reused(tiny_parts):
+def test_cache_is_released_by_backward_and_buffers_are_reused(tiny_parts):
     layer, x, mask, state = make_case(6, masked="holes", seed=7)
     first = run(layer, x, mask, state)
     out, cache = layer.forward(x, mask, state)       # reuses the arrays backward handed back
@@ -151,7 +151,7 @@ def test_cache_is_spent_by_backward_and_buffers_are_reused(tiny_parts):
 
 
 def test_forward_without_backward_hands_its_buffers_back(tiny_parts):
-    workers.set_num_threads(1)                     # one part, in this process, to look at
+    cores.set_num_processes(1)                     # one part, in this process, to look at
     layer, x, mask, state = make_case(6, masked="pre", seed=8)
     expected = run(layer, x, mask, state)
     _, (_, [dropped]) = layer.forward(x, mask, state)
@@ -178,36 +178,58 @@ def test_embedding_backward_equals_scatter_add(time_major):
     np.testing.assert_allclose(layer.backward(dout, ids)[0], expected, rtol=1e-12, atol=1e-14)
 
 
-def test_thread_settings(monkeypatch):
-    monkeypatch.setenv("NUMPY_LSTM_THREADS", "3")
-    workers.set_num_threads(None)
-    assert workers.get_num_threads() == 3
-    workers.set_num_threads(1)
-    assert workers.get_num_threads() == 1
-    workers.set_num_threads(None)
+def test_process_settings(monkeypatch):
+    monkeypatch.delenv("NUMPY_LSTM_THREADS", raising=False)
+    monkeypatch.setenv("NUMPY_LSTM_PROCESSES", "3")
+    cores.set_num_processes(None)
+    assert cores.get_num_processes() == 3
+    cores.set_num_processes(1)
+    assert cores.get_num_processes() == 1
+    cores.set_num_processes(None)
     for bad in (0, -1, 1.5, True, 10 ** 9):
-        with pytest.raises(ValueError):
-            workers.set_num_threads(bad)
-    monkeypatch.setenv("NUMPY_LSTM_THREADS", "many")
-    with pytest.raises(NumpyLSTMError, match="NUMPY_LSTM_THREADS"):
-        workers.get_num_threads()
+        with pytest.raises(ValueError, match="number of processes"):
+            cores.set_num_processes(bad)
+    monkeypatch.setenv("NUMPY_LSTM_PROCESSES", "many")
+    with pytest.raises(NumpyLSTMError, match="NUMPY_LSTM_PROCESSES must be a positive integer"):
+        cores.get_num_processes()
+
+
+def test_the_old_names_still_work_and_say_they_are_deprecated(monkeypatch, capsys):
+    monkeypatch.delenv("NUMPY_LSTM_PROCESSES", raising=False)
+    monkeypatch.setenv("NUMPY_LSTM_THREADS", "3")
+    monkeypatch.setattr(cores, "_old_variable_reported", False)
+    try:
+        with pytest.warns(DeprecationWarning, match="set_num_processes"):
+            cores.set_num_threads(None)
+        with pytest.warns(DeprecationWarning, match="get_num_processes"):
+            assert cores.get_num_threads() == 3
+        assert cores.get_num_processes() == 3
+        assert capsys.readouterr().err.count("NUMPY_LSTM_THREADS is deprecated") == 1     # one line, once
+        monkeypatch.setenv("NUMPY_LSTM_PROCESSES", "2")                                # the new name wins
+        assert cores.get_num_processes() == 2
+        monkeypatch.delenv("NUMPY_LSTM_PROCESSES")
+        monkeypatch.setenv("NUMPY_LSTM_THREADS", "many")
+        with pytest.raises(NumpyLSTMError, match="NUMPY_LSTM_THREADS must be a positive integer"):
+            cores.get_num_processes()
+    finally:
+        cores.set_num_processes(None)
 
 
 def test_split_rows_covers_the_batch():
     for rows in (1, 7, 16, 17, 64, 129):
         for threads in (1, 2, 3, 8):
-            slices = workers.split_rows(rows, threads)
+            slices = batch.split_rows(rows, threads)
             assert slices[0][0] == 0 and slices[-1][1] == rows
             assert all(a[1] == b[0] for a, b in zip(slices, slices[1:]))
-            assert len(slices) == 1 or min(b - a for a, b in slices) >= workers.MIN_ROWS_PER_PART
+            assert len(slices) == 1 or min(b - a for a, b in slices) >= cores.MIN_ROWS_PER_PART
 
 
 def test_blas_threads_restores():
-    before = workers.get_blas_threads()
-    with workers.blas_threads(1):
-        if workers.blas_thread_control():
-            assert workers.get_blas_threads() == 1
-    assert workers.get_blas_threads() == before
+    before = cores.get_blas_threads()
+    with cores.blas_threads(1):
+        if cores.blas_thread_control():
+            assert cores.get_blas_threads() == 1
+    assert cores.get_blas_threads() == before
 
 
 MARK = 1234.5   # an input value that makes the patched worker below misbehave
@@ -216,15 +238,15 @@ MARK = 1234.5   # an input value that makes the patched worker below misbehave
 @pytest.fixture
 def fresh_workers():
     """Workers forked inside the test (they inherit its patches), and stopped after it."""
-    workers._reset_workers()
+    workers.reset_workers()
     yield
-    workers._reset_workers()
-    workers.set_num_threads(None)
+    workers.reset_workers()
+    cores.set_num_processes(None)
 
 
 @pytest.mark.parametrize("failure", ["raise", "die"])
 def test_worker_failure_reaches_the_caller_and_the_next_call_recovers(monkeypatch, tiny_parts, fresh_workers, failure):
-    original = loops.forward_rows
+    original = workers.forward_rows
 
     def misbehaving(weights, x, *args):
         if (x == MARK).any():
@@ -233,8 +255,8 @@ def test_worker_failure_reaches_the_caller_and_the_next_call_recovers(monkeypatc
             raise ArithmeticError("marked input")
         return original(weights, x, *args)
 
-    monkeypatch.setattr(loops, "forward_rows", misbehaving)
-    workers.set_num_threads(2)
+    monkeypatch.setattr(workers, "forward_rows", misbehaving)
+    cores.set_num_processes(2)
     layer, x, mask, state = make_case(4)
     expected = layer.forward(x, mask, state)[0]
     x_bad = x.copy()
@@ -248,9 +270,9 @@ def test_worker_failure_reaches_the_caller_and_the_next_call_recovers(monkeypatc
 def test_workers_exit_when_their_parent_is_killed(tmp_path):
     script = (
         "import os, signal, numpy as np\n"
-        "from numpy_lstm import LSTM, set_num_threads\n"
+        "from numpy_lstm import LSTM, set_num_processes\n"
         "from numpy_lstm.engine import workers\n"
-        "set_num_threads(2)\n"
+        "set_num_processes(2)\n"
         "layer = LSTM(3, 4, np.random.default_rng(0))\n"
         "layer.forward(np.ones((16, 5, 3), np.float32))\n"
         "print(*[w.process.pid for w in workers._workers], flush=True)\n"
@@ -304,21 +326,21 @@ def test_long_backward_flushes_subnormals_and_changes_nothing_else(threads):
     x = rng.standard_normal((16, 500, 32), dtype=np.float32)
     plain_dx, plain_grads = [], []
     for rows in np.split(np.arange(16), threads):   # the parts the layer will cut, unflushed
-        with workers.blas_threads(1):
-            out, cache = loops.forward_rows(layer.weights, x[rows], None, None, None, False,
-                                            loops.SpareArrays())
-            dx, _, grads = loops.backward_rows(np.ones_like(out), cache)
+        with cores.blas_threads(1):
+            out, cache = forward.forward_rows(layer.weights, x[rows], None, None, None, False,
+                                              spare.SpareArrays())
+            dx, _, grads = backward.backward_rows(np.ones_like(out), cache)
         plain_dx.append(dx)
         plain_grads.append(grads)
     plain_dx = np.concatenate(plain_dx)
     plain_grads = [sum(g) for g in zip(*plain_grads)]
     assert subnormal(plain_dx).any()                            # the case this test is about
     try:
-        workers.set_num_threads(threads)     # 2: two parts of 8 rows, one in a worker
+        cores.set_num_processes(threads)     # 2: two parts of 8 rows, one in a worker
         out, cache = layer.forward(x)
         flushed = layer.backward(np.ones_like(out), cache)
     finally:
-        workers.set_num_threads(None)
+        cores.set_num_processes(None)
     assert not subnormal(flushed[0]).any()
     np.testing.assert_allclose(flushed[0], plain_dx, rtol=1e-5, atol=1e-30)
     for got, expected in zip(flushed[2], plain_grads):   # sums over all steps: float32 rounding
@@ -327,7 +349,7 @@ def test_long_backward_flushes_subnormals_and_changes_nothing_else(threads):
 
 @pytest.mark.skipif(not fpu.available(), reason="FTZ/DAZ are reached on x86-64 Linux only")
 def test_side_thread_computes_in_the_callers_floating_point_environment():
-    """The backward's side thread (loops.StepColumns), started by the backward, inherits its
+    """The backward's side thread (backward.StepColumns), started by the backward, inherits its
     caller's flush of subnormals: a side thread that did not flush (checked by resetting its
     MXCSR by hand) left 2,008 subnormal values in dx of the early steps of 500, which the
     backward on one thread flushes to zero."""
@@ -336,9 +358,9 @@ def test_side_thread_computes_in_the_callers_floating_point_environment():
     x = rng.standard_normal((8, 500, 32), dtype=np.float32)
     results = []
     for side_thread in (False, True):
-        with workers.blas_threads(1), fpu.flush_subnormals():
-            out, cache = loops.forward_rows(layer.weights, x, None, None, None, False, loops.SpareArrays())
-            dx, _, grads = loops.backward_rows(np.ones_like(out), cache, side_thread)
+        with cores.blas_threads(1), fpu.flush_subnormals():
+            out, cache = forward.forward_rows(layer.weights, x, None, None, None, False, spare.SpareArrays())
+            dx, _, grads = backward.backward_rows(np.ones_like(out), cache, side_thread)
         results.append([dx] + grads)
     assert (results[0][0] == 0).any() and not subnormal(results[1][0]).any()
     for a, b in zip(*results):
@@ -371,14 +393,14 @@ def test_mailbox_hands_back_large_arrays_in_their_own_layout():
 def test_large_parts_go_through_the_mailbox_and_match_one_process():
     """Parts large enough for the mailbox; a forward's reply (return_sequences) too large for it,
     which makes it grow; then a larger batch: every pass equals the one-process answer."""
-    workers._reset_workers()                        # fresh workers: the mailbox starts empty
+    workers.reset_workers()                        # fresh workers: the mailbox starts empty
     try:
         for B in (16, 16, 24):
             layer, x, mask, state = make_case(B, T=300, E=8, H=24, return_sequences=True,
                                               masked="pre", seed=B)
-            workers.set_num_threads(1)
+            cores.set_num_processes(1)
             expected = run(layer, x, mask, state)
-            workers.set_num_threads(2)
+            cores.set_num_processes(2)
             out, _ = layer.forward(x, mask, state)      # states (B, T, H): 3x the inputs' size
             np.testing.assert_allclose(out, expected[0], rtol=1e-12, atol=1e-13)
             assert workers._workers[0].mailbox.size >= out.nbytes // 2
@@ -386,7 +408,7 @@ def test_large_parts_go_through_the_mailbox_and_match_one_process():
             for a, b in zip(got, expected):
                 np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
     finally:
-        workers.set_num_threads(None)
+        cores.set_num_processes(None)
 
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="workers and memfd are Linux-only")
@@ -394,23 +416,23 @@ def test_weights_from_the_mailbox_outlive_the_next_message():
     """Weights large enough for the mailbox (here 264 KB) travel there; the worker's cache keeps
     them until backward, and the next message overwrites the mailbox: a second layer's forward
     between the first's forward and backward must not change the first's gradients."""
-    workers._reset_workers()
+    workers.reset_workers()
     try:
         first, x, mask, state = make_case(16, T=20, E=64, H=64, masked="pre", seed=1)
         second, x2, _, _ = make_case(16, T=20, E=64, H=64, seed=2)
         assert first.kernel.nbytes + first.recurrent_kernel.nbytes > 2 * mailbox.Mailbox.MIN_BYTES
         dout = np.random.default_rng(3).normal(size=(16, 64))
-        workers.set_num_threads(1)
+        cores.set_num_processes(1)
         _, cache = first.forward(x, mask, state)
         expected = first.backward(dout, cache)
-        workers.set_num_threads(2)
+        cores.set_num_processes(2)
         _, cache = first.forward(x, mask, state)
         second.forward(x2)                       # its weights and rows overwrite the mailbox
         dx, (dh0, dc0), grads = first.backward(dout, cache)
         for a, b in zip([dx, dh0, dc0] + grads, [expected[0], *expected[1], *expected[2]]):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
     finally:
-        workers.set_num_threads(None)
+        cores.set_num_processes(None)
 
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="workers and memfd are Linux-only")
@@ -418,19 +440,19 @@ def test_without_memfd_large_parts_go_through_the_pipe(monkeypatch):
     def refused(name):
         raise OSError("memfd_create refused")
     monkeypatch.setattr(os, "memfd_create", refused)
-    workers._reset_workers()                        # fresh workers, with no mailbox yet
+    workers.reset_workers()                        # fresh workers, with no mailbox yet
     try:
         layer, x, mask, state = make_case(16, T=300, E=8, H=24, masked="pre", seed=3)
-        workers.set_num_threads(1)
+        cores.set_num_processes(1)
         expected = run(layer, x, mask, state)
-        workers.set_num_threads(2)
+        cores.set_num_processes(2)
         got = run(layer, x, mask, state)
         assert workers._workers[0].mailbox.size == 0
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
     finally:
-        workers.set_num_threads(None)
-        workers._reset_workers()
+        cores.set_num_processes(None)
+        workers.reset_workers()
 
 
 def _peak_rss_bytes(pid):
@@ -443,7 +465,7 @@ def _peak_rss_bytes(pid):
 def test_worker_reuses_the_buffers_of_a_forward_that_had_no_backward():
     """Evaluation drops a forward's cache unread; the worker must free its buffers before the
     next forward, which then reuses them instead of taking fresh memory."""
-    workers.set_num_threads(2)
+    cores.set_num_processes(2)
     try:
         layer, x, _, _ = make_case(16, T=2000, E=4, H=100)
         out, cache = layer.forward(x)
@@ -457,4 +479,4 @@ def test_worker_reuses_the_buffers_of_a_forward_that_had_no_backward():
         gates_bytes = 2000 * 4 * 100 * 8 * 8               # one part's gate values, float64
         assert _peak_rss_bytes(worker) - before < gates_bytes / 2
     finally:
-        workers.set_num_threads(None)
+        cores.set_num_processes(None)

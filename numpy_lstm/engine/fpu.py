@@ -3,12 +3,11 @@
 Backprop through a long sequence shrinks dh and dc by a roughly constant factor per step, so at
 the tutorial's 500 steps the gradients of the early steps pass through the subnormal range (below
 1.2e-38 in float32) on their way to zero. Many x86 CPUs take a slow microcode path for arithmetic
-on subnormals: on an Intel Xeon (Sapphire Rapids) here, a tutorial-shaped LSTM backward took
-0.8-0.9 s without the flush and 0.12 s with it (bench/profile_lstm.py). Two bits of the SSE
-control register MXCSR avoid it:
-FTZ (a result that would be subnormal is 0) and DAZ (a subnormal input reads as 0). The price is
-every value below 1.2e-38 (float32) or 2.2e-308 (float64), some 30 orders of magnitude below
-anything that moves a weight; PyTorch offers the same switch as `torch.set_flush_denormal`.
+on subnormals, which makes a whole backward pass several times slower (docs/engine.md,
+"Subnormals flushed to zero"). Two bits of the SSE control register MXCSR avoid it: FTZ (a
+result that would be subnormal is 0) and DAZ (a subnormal input reads as 0). The price is every
+value below 1.2e-38 (float32) or 2.2e-308 (float64), some 30 orders of magnitude below anything
+that moves a weight; PyTorch offers the same switch as `torch.set_flush_denormal`.
 
 MXCSR belongs to the thread, and `flush_subnormals()` sets the bits only for the duration of a
 block, restoring the register as it found it: code outside the LSTM's loops sees no change. It is

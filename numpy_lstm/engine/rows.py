@@ -19,7 +19,7 @@ def token_starts(mask):
 def batch_parts(slices, mask):
     """The rows of each core's part of the batch: slices, or index arrays dealt out by length.
 
-    slices: the contiguous (start, stop) parts of the batch, one per core (`workers.split_rows`);
+    slices: the contiguous (start, stop) parts of the batch, one per core (`batch.split_rows`);
     mask: bool (B, T) or None.
     """
     if len(slices) == 1:

@@ -4,7 +4,7 @@ Within one process, the steps of the recurrence hold a core, and the matmuls tha
 it, a block of steps at a time (the forward's input part, the backward's dx and weight
 gradients), can run beside them on a core that would otherwise idle. Threads of one process
 share the interpreter lock, but BLAS and NumPy's element-wise calls on more than 500 elements
-let go of it while they run (`workers.side_thread` says when that pays). A `SideThread` is
+let go of it while they run (`cores.side_thread` says when that pays). A `SideThread` is
 started by a pass and ended by it: started there, it inherits the pass's floating-point
 environment (POSIX pthread_create), subnormals flushed or not, so its calls compute the same
 bits as they would in the calling thread, and no thread is left running when a worker process

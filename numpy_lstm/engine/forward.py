@@ -1,0 +1,311 @@
+"""The LSTM's forward time loop on one part of a batch, in the calling process or in a worker.
+
+The same equations as `numpy_lstm.reference`, laid out for speed (docs/engine.md says what each
+layout bought): arrays time-major and batch-last; the input part of the pre-activations (bias
+folded in) computed a block of steps at a time in one large matmul (`InputPart`), so that a step
+runs only the recurrent matmul (`RecurrentPart`) and the cell's element-wise ops (`cell_step`);
+gate blocks reordered so that one tanh serves all four (`loop_weights`). Every function takes the
+weights explicitly (Keras's kernel (E, 4H), recurrent_kernel (H, 4H), bias (4H,)), so that a
+worker process runs them on the weights it was sent. numpy_lstm/engine/backward.py runs the loop
+back with the `LoopCache` that `forward_rows` returns.
+
+Shapes: B rows of this part, T time steps, E input features, H units.
+"""
+import numpy as np
+
+from . import sidethread
+
+# Columns (steps * B) of a block of steps whose input part of z_t the forward computes in one
+# matmul: enough for the matmul to run near its peak, few enough to stay in cache.
+BLOCK_COLUMNS = 512
+# Recurrent weights of at least this many bytes (H >= 512 in float32) run the steps' matmuls
+# batch-first (batch_first_step)
+BATCH_FIRST_MIN_BYTES = 4 << 20
+
+
+def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare, side_thread=False):
+    """The LSTM over one part of the batch, in this process: (out, cache).
+
+    weights: [kernel, recurrent_kernel, bias]; x (B, T, E); mask bool (B, T) or None;
+    initial_state (h0 (B, H), c0 (B, H)) or None for zeros; keep (B, H): recurrent dropout's
+    scaled mask, or None; spare: the `SpareArrays` that lend the large buffers; side_thread:
+    whether the input part's blocks are computed ahead on a `SideThread`. out is h_T (B, H), or
+    every state (B, T, H) with return_sequences; cache is a `LoopCache`.
+
+    The loop's arrays are time-major and batch-last: step t's values are a (features, B)
+    block, so each gate's values over the part's rows are one contiguous (H, B) block and
+    every element-wise op runs as one long loop rather than one short loop per row. The
+    pre-activations are z_t = [input weights] @ [x_t; 1] + [recurrent weights] @ h_{t-1}
+    (`loop_weights`): the input part does not depend on the recurrence, so it is one large
+    matmul for a block of steps (`InputPart`), as cuDNN does, and the step's own matmul is only
+    the recurrent part (`RecurrentPart`). The variants, one helper each: with a mask, the loop
+    starts at the first step where some row is unmasked (`MaskPlan`) and a partly masked step
+    puts the previous state back in its masked rows (`carry_masked_rows`); with recurrent
+    dropout the matmul reads h_{t-1} * keep (`dropout_states`).
+    """
+    kernel, recurrent_kernel, bias = weights
+    B, T, E = x.shape
+    H = recurrent_kernel.shape[0]
+    dtype = kernel.dtype
+    plan = MaskPlan(mask, T)
+    # xh[t] = [x_t; 1; h_{t-1}] for t < T: backward's input for the weight gradients, and the
+    # source of the input part's blocks. The loop writes h_t straight into xh[t + 1] (h_t * keep
+    # with recurrent dropout); xh[T] holds the final state.
+    xh = np.empty((T + 1, E + 1 + H, B), dtype)
+    xh[:T, :E] = x.transpose(1, 2, 0)
+    xh[T, :E] = 0.0
+    xh[:, E] = 1.0
+    c = spare.borrow((T + 1, H, B), dtype)      # c[t + 1] is c_t; c[0] is c0
+    if initial_state is None:
+        xh[0, E + 1:] = 0.0
+        c[0] = 0.0
+    else:
+        xh[0, E + 1:] = np.asarray(initial_state[0]).T
+        c[0] = np.asarray(initial_state[1]).T
+    gates = spare.borrow((T, 4 * H, B), dtype)  # gate values i, f, o, c~ of each step
+    tanh_c = spare.borrow((T, H, B), dtype)     # tanh(c_t)
+    step_weights = loop_weights(kernel, recurrent_kernel, bias)
+    input_weights, recurrent_weights = step_weights[:, :E + 1], step_weights[:, E + 1:]
+
+    h_in = xh[:, E + 1:]                        # h_in[t]: what the recurrent matmul reads at step t
+    hs, keep = dropout_states(h_in, keep)       # hs[t] is h_{t-1}
+    t0 = plan.t0
+    hs[1:t0 + 1] = hs[0]                        # steps masked in every row
+    c[1:t0 + 1] = c[0]
+    if keep is not None:                        # the loop writes h_in from t0 + 1 on
+        np.multiply(hs[:t0 + 1], keep, out=h_in[:t0 + 1])
+    steps = block_steps(T, B)
+    blocks = [(lo, min(T, lo + steps)) for lo in range(t0, T, steps)]
+    ig = np.empty((H, B), dtype)
+    recurrent = RecurrentPart(recurrent_weights, B)
+    with sidethread.running(side_thread and len(blocks) > 1) as side:
+        inputs = InputPart(input_weights, xh, gates, blocks, side)
+        for k, (lo, hi) in enumerate(blocks):
+            inputs.ready(k)                     # the block's input parts, in its gates
+            for t in range(lo, hi):
+                recurrent.add_to(gates[t], h_in[t])
+                cell_step(gates[t], c[t], c[t + 1], tanh_c[t], hs[t + 1], ig)
+                if plan.partial[t]:
+                    carry_masked_rows(plan.unmasked[t], c[t], c[t + 1], hs[t], hs[t + 1])
+                if keep is not None:
+                    np.multiply(hs[t + 1], keep, out=h_in[t + 1])
+
+    if return_sequences:
+        out = hs[1:].transpose(2, 0, 1)         # h_1 .. h_T
+    else:
+        out = hs[T].T.copy()                    # h_T (h0 if T = 0)
+    return out, LoopCache(xh, plan, gates, c, tanh_c, keep, kernel, recurrent_kernel, spare)
+
+
+def cell_step(z, c_prev, c_t, tanh_c_t, h_t, ig):
+    """One step of the cell, from its pre-activations z (4H, B) in the loop's gate layout (z / 2
+    for i, f, o; `loop_weights`): writes the gate values i, f, o, c~ over z, c_t, tanh(c_t)
+    and h_t, each (H, B). ig (H, B): a buffer."""
+    H = len(c_t)
+    np.tanh(z, out=z)                           # tanh(z / 2) of i, f, o; c~ = tanh(z_c)
+    sig = z[:3 * H]
+    sig *= 0.5
+    sig += 0.5                                  # i, f, o = (1 + tanh(z / 2)) / 2
+    i, f, o, g = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
+    np.multiply(f, c_prev, out=c_t)
+    np.multiply(i, g, out=ig)
+    c_t += ig                                   # c_t = f * c_{t-1} + i * c~
+    np.tanh(c_t, out=tanh_c_t)
+    np.multiply(o, tanh_c_t, out=h_t)           # h_t = o * tanh(c_t)
+
+
+def carry_masked_rows(unmasked, c_prev, c_t, h_prev, h_t):
+    """A partly masked step: the masked rows (columns, batch-last) carry the previous state.
+
+    The step ran on them anyway: NumPy's loops run faster on whole blocks than on a selection
+    of columns, and backward zeroes whatever it derives from a masked column's gate values.
+    unmasked (1, B); the states (H, B).
+    """
+    masked = ~unmasked
+    np.copyto(c_t, c_prev, where=masked)
+    np.copyto(h_t, h_prev, where=masked)
+
+
+def dropout_states(h_in, keep):
+    """(hs, keep): where the loop keeps the states h_{t-1}, (T + 1, H, B), and keep (H, B) or None.
+
+    h_in: where the recurrent matmul reads h_{t-1}, h_in[0] holding h0. Without recurrent
+    dropout the states are h_in itself. With it, the matmul reads h_{t-1} * keep there, so the
+    states live in an array of their own; keep (B, H) comes back batch-last.
+    """
+    if keep is None:
+        return h_in, None
+    hs = np.empty(h_in.shape, h_in.dtype)
+    hs[0] = h_in[0]
+    return hs, np.ascontiguousarray(keep.T)
+
+
+class RecurrentPart:
+    """The step's matmul, z_t += recurrent weights (4H, H) @ h_{t-1} (H, B), in the orientation
+    that `batch_first_step` chooses: batch-first, h_{t-1}.T (B, H) @ the weights transposed
+    (H, 4H) into a (B, 4H) buffer, whose transpose the add then reads into the batch-last z_t."""
+
+    def __init__(self, recurrent_weights, B):
+        H4, H = recurrent_weights.shape
+        self.weights, self.weights_t = recurrent_weights, None
+        if batch_first_step(H, B, recurrent_weights.dtype):
+            self.weights_t = np.ascontiguousarray(recurrent_weights.T)
+            self.zh = np.empty((B, H4), recurrent_weights.dtype)
+        else:
+            self.zh = np.empty((H4, B), recurrent_weights.dtype)
+
+    def add_to(self, z, h):
+        """z (4H, B) += recurrent weights @ h (H, B)."""
+        if self.weights_t is None:
+            np.matmul(self.weights, h, out=self.zh)
+            z += self.zh
+        else:
+            np.matmul(h.T, self.weights_t, out=self.zh)
+            z += self.zh.T
+
+
+def loop_weights(kernel, recurrent_kernel, bias):
+    """[kernel; bias; recurrent_kernel].T (4H, E + 1 + H), in the loop's gate layout.
+
+    This matrix times [x_t; 1; h_{t-1}] (E + 1 + H, B) gives all of step t's pre-activations,
+    bias included: its first E + 1 columns are the input part, which the loop applies to a block
+    of steps at once, the last H the recurrent part, applied step by step. Two rearrangements,
+    both exact in floating point: the gate blocks go from Keras's order (i, f, c, o) to
+    (i, f, o, c), so that the three sigmoid gates form one block; and the sigmoid blocks are
+    halved, so the loop gets z / 2 for them and one tanh call over all four blocks serves every
+    gate: sigmoid(z) = (1 + tanh(z / 2)) / 2. (The other form, 1 / (1 + exp(-z)), would round
+    every trained model differently.)
+
+    Built as the transpose of a C-ordered (E + 1 + H, 4H) array, one scaled copy per gate and
+    source, with no temporaries: there the gate blocks are column blocks, and only the
+    recurrent kernel (F-ordered, as `orthogonal` gives it) is read across its layout.
+    """
+    E, H4 = kernel.shape
+    H = H4 // 4
+    stacked = np.empty((E + 1 + H, H4), kernel.dtype)
+    half, one = np.array([0.5, 1], kernel.dtype)
+    for rows, weights in ((slice(0, E), kernel), (slice(E, E + 1), bias[None, :]),
+                          (slice(E + 1, None), recurrent_kernel)):
+        # Keras's gate k = 0, 1, 3, 2 (i, f, o, c) goes to the loop's block 0, 1, 2, 3
+        for block, (k, scale) in enumerate(((0, half), (1, half), (3, half), (2, one))):
+            np.multiply(weights[:, k * H:(k + 1) * H], scale,
+                        out=stacked[rows, block * H:(block + 1) * H])
+    return stacked.T
+
+
+def block_steps(T, B):
+    """Steps per block of the input part's matmuls: about BLOCK_COLUMNS columns (steps * B)."""
+    return max(1, min(T, -(-BLOCK_COLUMNS // max(B, 1))))
+
+
+def batch_first_step(H, B, dtype):
+    """Whether the steps' matmuls run batch-first (`RecurrentPart`, and backward's
+    `RecurrentGradient`): once the recurrent weights outgrow the cache (BATCH_FIRST_MIN_BYTES),
+    and at up to 64 rows. Both orientations are the same sums of products, up to rounding (BLAS
+    may add in another order); which is faster is the BLAS's affair, measured in docs/engine.md.
+    """
+    return H * H * 4 * np.dtype(dtype).itemsize >= BATCH_FIRST_MIN_BYTES and B <= 64
+
+
+def copy_swapped(out, a):
+    """out (m, n, B) = a (n, m, B) with its first two axes swapped: the copy between the loop's
+    time-major arrays and the blocks of steps side by side.
+
+    Each row of B values is contiguous in both, so they are moved as single items of a void
+    dtype (4B bytes in float32) rather than B floats at a time: NumPy then runs one inner loop
+    over all the rows of a slice, not one per row. At B = 1 the plain copy is already a 2-D
+    transpose, and faster; at B = 0 a void item of no bytes has no row to stand for.
+    """
+    B = a.shape[2]
+    if B < 2:
+        np.copyto(out, a.transpose(1, 0, 2))
+        return
+    row = np.dtype((np.void, B * a.itemsize))
+    np.copyto(out.view(row)[..., 0], a.view(row)[..., 0].T)
+
+
+class InputPart:
+    """The input part of the pre-activations, [input weights] @ [x_t; 1] (`loop_weights`), a
+    block of steps at a time, written into the blocks' gates before their steps add the
+    recurrent part.
+
+    input_weights (4H, E + 1); xh (T + 1, E + 1 + H, B) as in forward_rows, of which only the
+    [x_t; 1] rows are read; gates (T, 4H, B); blocks: the (lo, hi) steps of each block, in
+    order. With a `SideThread`, the first block is computed at once, here, and the others
+    there, in order, ahead of the steps (the side thread starts on the second block while this
+    one runs the first block's steps); without, each block when `ready` asks for it.
+    """
+
+    def __init__(self, input_weights, xh, gates, blocks, side=None):
+        E1, (H4, B) = input_weights.shape[1], gates.shape[1:]
+        steps = max((hi - lo for lo, hi in blocks), default=0)
+        self.weights, self.xh, self.gates, self.blocks, self.side = input_weights, xh, gates, blocks, side
+        self.x_cols = np.empty((E1, steps, B), gates.dtype)   # a block's [x_t; 1], side by side
+        self.zx = np.empty((H4, steps, B), gates.dtype)       # its input part of z_t
+        if side is not None:
+            self._compute(*blocks[0])
+            for lo, hi in blocks[1:]:
+                side.call(self._compute, lo, hi)
+
+    def ready(self, k):
+        """Return once block k's input parts are in its gates."""
+        if self.side is None:
+            self._compute(*self.blocks[k])
+        elif k:
+            self.side.wait(k)       # the side thread's k-th call is block k's: nothing else queues there
+
+    def _compute(self, lo, hi):
+        (E1, _, B), n = self.x_cols.shape, hi - lo
+        x_cols, zx = self.x_cols[:, :n], self.zx[:, :n]
+        copy_swapped(x_cols, self.xh[lo:hi, :E1])
+        np.matmul(self.weights, x_cols.reshape(E1, n * B), out=zx.reshape(len(zx), n * B))
+        # The block's input parts go into their steps' gates in one copy, so that each step
+        # adds its recurrent part to a contiguous block rather than reading zx[:, t - lo], B
+        # values every steps * B (the same sums: addition commutes, so the same bits).
+        copy_swapped(self.gates[lo:hi], zx)
+
+
+class MaskPlan:
+    """What a mask (B, T) asks of the loop.
+
+    t0: the first step at which some row is unmasked. Before it every row keeps (h0, c0), so
+    the loop starts there, and backward passes the gradients of the earlier steps straight to
+    (h0, c0); pre-padding, as pad_sequences(padding="pre") and mask_zero give, makes t0 the start
+    of the longest sequence. partial[t]: some rows are masked at step t; unmasked (T, 1, B), the
+    mask, batch-last. Without a mask: t0 0, no partial step.
+    """
+
+    def __init__(self, mask, T):
+        self.t0, self.partial, self.unmasked = 0, [False] * T, None
+        if mask is None or T == 0:
+            return
+        mask = np.asarray(mask, bool)
+        some_row = mask.any(axis=0)
+        self.t0 = int(some_row.argmax()) if some_row.any() else T
+        self.partial = (~mask.all(axis=0)).tolist()
+        self.unmasked = np.ascontiguousarray(mask.T)[:, None, :]
+
+
+class LoopCache:
+    """What `forward_rows` keeps for backward: the loop's arrays and the weights it ran with.
+
+    xh, plan, gates, c, tanh_c, keep as in forward_rows; kernel and recurrent_kernel, the
+    weights of the forward pass. Backward overwrites the gates with dz, then `release` gives
+    gates, c and tanh_c back to the spare arrays they came from. A cache dropped without a
+    backward (evaluation, prediction) gives them back as it goes, so that a run of forwards
+    reuses one set of buffers.
+    """
+
+    def __init__(self, xh, plan, gates, c, tanh_c, keep, kernel, recurrent_kernel, spare):
+        self.xh, self.plan, self.gates, self.c, self.tanh_c, self.keep = xh, plan, gates, c, tanh_c, keep
+        self.kernel, self.recurrent_kernel = kernel, recurrent_kernel
+        self._spare = spare
+
+    def release(self):
+        """Give the large buffers back; the cache can serve no further backward."""
+        if self.gates is not None:
+            self._spare.give_back(self.gates, self.c, self.tanh_c)
+            self.gates = self.c = self.tanh_c = None
+
+    def __del__(self):
+        self.release()
