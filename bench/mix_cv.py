@@ -15,11 +15,11 @@ import sys
 import numpy as np
 
 from numpy_lstm.data import load_imdb
+from numpy_lstm.evaluation import model_logits
 from numpy_lstm.losses import binary_crossentropy
 from numpy_lstm.ngrams import TwoViews, accuracy, fit_logistic, fit_mix, fit_vote_mix, spread
 from numpy_lstm.prepare import held_out_split, prepare_data
 from numpy_lstm.rundir import RunDir
-from numpy_lstm.train import model_logits
 
 
 def held_out_films(config):

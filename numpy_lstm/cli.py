@@ -16,12 +16,13 @@ import typing
 from .config import RECIPES, TrainConfig, recipe_config
 from .engine import start_workers
 from .errors import NumpyLSTMError
+from .evaluation import evaluate
 from .inspect_cli import add_inspect_parser, cmd_inspect
 from .prepare import encode, load_test_set
+from .run import fit
 from .rundir import RunDir
 from .stopping import Stopped
 from .text import standard_input_text, user_text
-from .train import evaluate, fit
 
 GROUPS = ("data", "model", "optimisation")
 

@@ -136,7 +136,7 @@ class TrainConfig:
         False, "after co-training (--self-train), train a second LSTM with STUDENT's settings (bidirectional, max "
                "pooling) on the labeled reviews and the unlabeled ones labeled by the first LSTM and the view "
                "voting; it takes the first LSTM's place beside the view, which is co-trained again with it as "
-               "partner", "model")
+               "the other voter", "model")
     mix: str = setting(
         "fit", "how the LSTM's and the n-gram view's logits are mixed: fit (a logistic regression on the two logits "
                "and an intercept, fitted on the held-out reviews) or vote (co-training's vote: each logit divided by "

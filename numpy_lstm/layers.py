@@ -135,7 +135,7 @@ class LSTM:
 
         dout: (B, H) for the last state, or (B, T, H) with return_sequences.
         Returns (dx (B, T, E), (dh0 (B, H), dc0 (B, H)), [dkernel, drecurrent_kernel, dbias]).
-        The fast engine's cache is spent: a second backward on it is an error.
+        The fast engine's cache is released: a second backward on it is an error.
         """
         if self.implementation == "fast":
             return engine.lstm_backward(dout, cache)

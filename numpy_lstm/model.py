@@ -208,6 +208,15 @@ class SentimentLSTM:
         return model
 
 
+def build_model(config, seed):
+    """The SentimentLSTM of a run's settings (a TrainConfig); seed as SentimentLSTM's."""
+    return SentimentLSTM(vocab_size=config.vocab_size, embed_dim=config.embed_dim, units=config.units,
+                         mask_zero=config.mask, dropout=config.dropout, pooling=config.pooling,
+                         num_layers=config.num_layers, bidirectional=config.bidirectional, seed=seed,
+                         recurrent_dropout=config.recurrent_dropout, word_dropout=config.word_dropout,
+                         implementation=config.implementation)
+
+
 class Ensemble:
     """Several trained SentimentLSTMs read as one (what `numpy-lstm train --ensemble N` makes).
 

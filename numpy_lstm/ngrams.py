@@ -201,19 +201,19 @@ class NgramView:
         return view
 
 
-def self_train(view, ids, y, unlabeled_ids, rounds, partner=None, share=None):
+def self_train(view, ids, y, unlabeled_ids, rounds, other_logits=None, share=None):
     """`rounds` times: label the unlabeled reviews (K, T), then refit the view on the labeled and
     the pseudo-labeled reviews (weight 1 each). Returns the view.
 
-    Alone, the view labels them by its own sign. With `partner` (K,), another model's logits of
-    the unlabeled reviews (the LSTM's), the label is the two views' `vote`: co-training. The two
+    Alone, the view labels them by its own sign. With `other_logits` (K,), another model's logits
+    of the unlabeled reviews (the LSTM's), the label is the two views' `vote`: co-training. The two
     views err on different reviews (one reads word order, the other counts grams), so their joint
-    verdict is right more often than either's, and the view learns from the partner's share of it.
-    share: `vote`'s.
+    verdict is right more often than either's, and the view learns from the other model's share
+    of it. share: `vote`'s.
     """
     for _ in range(rounds):
         z = view.logits(unlabeled_ids)
-        pseudo = vote(z, share=share) if partner is None else vote(partner, z, share=share)
+        pseudo = vote(z, share=share) if other_logits is None else vote(other_logits, z, share=share)
         view.fit(np.concatenate([ids, unlabeled_ids]), np.concatenate([np.asarray(y, np.float64), pseudo]))
     return view
 
@@ -229,12 +229,6 @@ def vote(*logits, share=None):
     labels = np.zeros(len(total))
     labels[np.argsort(-total, kind="stable")[:round(share * len(total))]] = 1.0
     return labels
-
-
-def vote_share(config, y_train):
-    """`vote`'s share for a run: the labeled reviews' share of positives y_train (N,) with
-    config.balance_votes, else None (the sign decides)."""
-    return float(np.mean(y_train)) if config.balance_votes else None
 
 
 def unit_scale(z):
@@ -345,32 +339,6 @@ def load_ngrams(path):
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise NumpyLSTMError(f"{path} is not a readable n-gram view file (truncated or corrupt?): "
                              f"{type(e).__name__}") from None
-
-
-def fit_view(config, x_train, y_train, x_unlabeled, partner=None):
-    """The n-gram view of config (ngrams, ngram_l2, self_train, balance_votes), fitted on the training reviews
-    x_train (N, T), y_train (N,), with the unlabeled ones' grams (K, T) in its table; with
-    config.self_train, co-trained on them for that many rounds with `partner`, the LSTM's logits
-    of them (K,)."""
-    view = NgramView(config.vocab_size, config.ngrams, config.ngram_l2).fit(x_train, y_train, extra_ids=x_unlabeled)
-    if config.self_train:
-        self_train(view, x_train, y_train, x_unlabeled, config.self_train, partner, vote_share(config, y_train))
-    return view
-
-
-def mix_views(model, view, z_lstm, x_val, y_val, say, spreads=None):
-    """The TwoViews of a trained LSTM `model` and `view`, mixed on the held-out reviews x_val (N, T),
-    y_val (N,), of which z_lstm (N,) are the model's logits: by `fit_mix`, or given spreads (the
-    two views' on the unlabeled reviews), by `fit_vote_mix`. Returns (TwoViews, metrics:
-    val_accuracy_lstm, val_accuracy_ngrams, mix)."""
-    z_view = view.logits(x_val)
-    mix = fit_mix(z_lstm, z_view, y_val) if spreads is None else fit_vote_mix(z_lstm, z_view, y_val, spreads)
-    extra = {"val_accuracy_lstm": accuracy(z_lstm, y_val), "val_accuracy_ngrams": accuracy(z_view, y_val),
-             "mix": [float(v) for v in mix]}
-    say(f"held-out accuracy of the LSTM view alone: {extra['val_accuracy_lstm']:.4f}")
-    say(f"held-out accuracy of the {view.n}-gram view alone: {extra['val_accuracy_ngrams']:.4f} "
-        f"({len(view.table)} grams); mix a={mix[0]:.3f} c={mix[1]:.3f} b={mix[2]:+.3f}")
-    return TwoViews(model, view, mix), extra
 
 
 def accuracy(logits, y):

@@ -1,14 +1,18 @@
 """The experiment's data: reviews -> cleaned words -> held-out split -> vocabulary -> padded ids.
 
-`prepare_data` gives a run its training and held-out ids, `load_test_set` the official test
+`prepare_data` gives a run its training and held-out ids (`prepare_run_data` adds the word
+vectors), `load_test_set` the official test
 reviews' (read only to report), `encode` turns raw reviews into ids the way the run was trained,
 and `batch_order` deals one epoch's batches.
 """
+import time
+
 import numpy as np
 
 from .data import load_imdb, train_test_split
 from .errors import MissingSplitError
 from .text import Vocabulary, pad_sequences, preprocess_reviews
+from .wordvectors import scaled_word_vectors
 
 
 def encode(texts, vocab, config):
@@ -49,6 +53,22 @@ def prepare_data(config):
     x_val = encode_cleaned(val_texts, vocab, config)
     x_unlabeled = encode_cleaned(unlabeled, vocab, config)
     return vocab, x_train, np.asarray(y_train), x_val, np.asarray(y_val), x_unlabeled
+
+
+def prepare_run_data(config, log):
+    """A run's data, what `prepare_data` gives and the starting word vectors of config.ppmi_init,
+    each step logged: (vocab, (x_train, y_train, x_val, y_val), x_unlabeled, word_vectors or None)."""
+    t0 = time.perf_counter()
+    vocab, x_train, y_train, x_val, y_val, x_unlabeled = prepare_data(config)
+    log(f"{len(x_train)} training and {len(x_val)} held-out reviews"
+        + (f" and {len(x_unlabeled)} unlabeled ones" if config.unlabeled else "")
+        + f", {len(vocab)} ids in the vocabulary, padded to {config.maxlen} ({time.perf_counter() - t0:.1f}s)")
+    word_vectors = None
+    if config.ppmi_init:
+        t0 = time.perf_counter()
+        word_vectors = scaled_word_vectors(config, np.concatenate([x_train, x_unlabeled]))
+        log(f"word vectors from the training reviews' co-occurrences ({time.perf_counter() - t0:.1f}s)")
+    return vocab, (x_train, y_train, x_val, y_val), x_unlabeled, word_vectors
 
 
 def held_out_split(config, data):

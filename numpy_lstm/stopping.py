@@ -3,7 +3,7 @@ running a pass again when an LSTM worker process dies under it (`redo_if_workers
 
 A job scheduler ends a job with SIGTERM, a user with Ctrl-C (SIGINT). While a `StopSignals` is
 installed, either signal inside a `deferred()` block (the training loop) only records the request:
-the loop finishes the batch in hand, writes a checkpoint of its place in the epoch and raises
+the loop finishes the batch in hand, writes a checkpoint of its position in the epoch and raises
 `Stopped`. Outside such a block (loading the data, the final evaluation) `Stopped` is raised at
 once, which loses nothing either: every file is written atomically and the run resumes from its
 last checkpoint. A second signal while a stop is pending raises `Stopped` at once too.

@@ -9,7 +9,7 @@ import pytest
 from numpy_lstm import LSTM, Bidirectional, NumpyLSTMError, SentimentLSTM, recipe_config, set_num_processes
 from numpy_lstm.cli import build_parser, main
 from numpy_lstm.engine import workers
-from numpy_lstm.train import build_model
+from numpy_lstm.model import build_model
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 

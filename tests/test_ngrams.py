@@ -11,6 +11,7 @@ import pytest
 from numpy_lstm import SentimentLSTM, check_gradient
 from numpy_lstm.cli import main
 from numpy_lstm.config import STUDENT
+from numpy_lstm.evaluation import model_logits
 from numpy_lstm.ngrams import (
     NgramView,
     TwoViews,
@@ -28,7 +29,6 @@ from numpy_lstm.ngrams import (
 from numpy_lstm.prepare import encode, load_test_set, prepare_data
 from numpy_lstm.rundir import RunDir
 from numpy_lstm.text import pad_sequences
-from numpy_lstm.train import model_logits
 from tests.test_cli import TINY, write_tree
 
 V = 10
@@ -144,19 +144,19 @@ def test_self_training_moves_a_view_from_few_labels_toward_the_truth():
     assert np.mean(gains) >= 0.03, gains
 
 
-def test_a_partner_votes_with_equal_weight_whatever_its_scale():
-    """A partner that is the view itself, scaled, changes no pseudo-label; a partner's vote does not
-    grow with its scale; a partner that knows the truth teaches the view more than the view
+def test_another_model_votes_with_equal_weight_whatever_its_scale():
+    """Another model that is the view itself, scaled, changes no pseudo-label; its vote does not
+    grow with its scale; another model that knows the truth teaches the view more than the view
     teaches itself (co-training)."""
     gains = []
     for x, y, unlabeled, truth, x_test, y_test in few_label_tasks():
         fit = lambda: NgramView(40, n=1).fit(x, y, extra_ids=unlabeled)  # noqa: E731
         alone = self_train(fit(), x, y, unlabeled, rounds=1)
         view = fit()
-        echo = self_train(view, x, y, unlabeled, rounds=1, partner=1e3 * view.logits(unlabeled))
+        echo = self_train(view, x, y, unlabeled, rounds=1, other_logits=1e3 * view.logits(unlabeled))
         np.testing.assert_array_equal(echo.rw, alone.rw)
-        taught = self_train(fit(), x, y, unlabeled, rounds=1, partner=2.0 * truth - 1)
-        loud = self_train(fit(), x, y, unlabeled, rounds=1, partner=1e3 * (2.0 * truth - 1))
+        taught = self_train(fit(), x, y, unlabeled, rounds=1, other_logits=2.0 * truth - 1)
+        loud = self_train(fit(), x, y, unlabeled, rounds=1, other_logits=1e3 * (2.0 * truth - 1))
         np.testing.assert_array_equal(loud.rw, taught.rw)
         gains.append(accuracy(taught.logits(x_test), y_test) - accuracy(alone.logits(x_test), y_test))
     assert min(gains) >= 0 and np.mean(gains) > 0.02, gains
@@ -175,17 +175,17 @@ def test_a_balanced_vote_labels_the_share_asked_for_by_the_largest_sums():
             assert total[labels == 1].min() > total[labels == 0].max()
 
 
-def test_a_balanced_vote_keeps_a_leaning_partner_from_tilting_the_view():
-    """A partner that knows the truth but leans negative (its logits shifted down) teaches the view
+def test_a_balanced_vote_keeps_a_leaning_voter_from_tilting_the_view():
+    """Another model that knows the truth but leans negative (its logits shifted down) teaches the view
     to lean too: the view then calls fewer unlabeled reviews positive than there are. With the
     labeled reviews' share (half), the view's verdicts keep the balance, and it errs less."""
     tilted, kept, plain_acc, kept_acc, truth_shares = [], [], [], [], []
     for x, y, unlabeled, truth, x_test, y_test in few_label_tasks():
         truth_shares.append(np.mean(truth))
-        partner = (2.0 * truth - 1) + 0.3 * np.random.default_rng(0).normal(size=len(truth)) - 1.3
+        leaning = (2.0 * truth - 1) + 0.3 * np.random.default_rng(0).normal(size=len(truth)) - 1.3
         fit = lambda: NgramView(40, n=1).fit(x, y, extra_ids=unlabeled)  # noqa: E731
-        plain = self_train(fit(), x, y, unlabeled, rounds=1, partner=partner)
-        balanced = self_train(fit(), x, y, unlabeled, rounds=1, partner=partner, share=np.mean(y))
+        plain = self_train(fit(), x, y, unlabeled, rounds=1, other_logits=leaning)
+        balanced = self_train(fit(), x, y, unlabeled, rounds=1, other_logits=leaning, share=np.mean(y))
         tilted.append(np.mean(plain.logits(unlabeled) > 0))
         kept.append(np.mean(balanced.logits(unlabeled) > 0))
         plain_acc.append(accuracy(plain.logits(x_test), y_test))
