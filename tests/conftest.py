@@ -1,4 +1,5 @@
-"""Shared fixtures: the real dataset, PyTorch and a browser, and the one rule for tests that need them.
+"""Shared fixtures: the real dataset, PyTorch and a browser, and the one rule for tests that need them;
+the LSTM split into parts of one row (tiny_parts).
 
 A test that needs something optional (the IMDB data, torch as a test oracle, Chromium to render
 a page) skips when it is absent, except under NUMPY_LSTM_REQUIRE_<WHAT>=1 (CI sets
@@ -48,3 +49,12 @@ def chromium():
         if path:
             return path
     unavailable("browser", "no Chromium browser found (apt-get install chromium)")
+
+
+@pytest.fixture
+def tiny_parts(monkeypatch):
+    """Let the LSTM's batch be cut into parts of a single row, so small tests exercise the split."""
+    from numpy_lstm.engine import cores
+    monkeypatch.setattr(cores, "MIN_ROWS_PER_PART", 1)
+    yield
+    cores.set_num_processes(None)
