@@ -124,7 +124,7 @@ class SentimentLSTM:
 
     def forward_vectors(self, x, mask=None, rng=None):
         """The model after its embedding: vectors x (B, T, E), mask bool (B, T) or None ->
-        (logits (B,), cache). What attributions differentiate (`numpy_lstm.inspect`)."""
+        (logits (B,), cache). What attributions differentiate (`numpy_lstm.inspection`)."""
         h, word_cache = self.word_dropout.forward(x, rng)
         rnn_caches = []
         for dropout, rnn in zip(self.dropouts, self.rnns):
