@@ -7,29 +7,32 @@ dropout masks), SIGTERM or Ctrl-C (the place in the epoch is saved; numpy_lstm/s
 refused write (one line, the last checkpoint intact); a second `train` on its directory is refused.
 """
 import dataclasses
+import math
 import os
 import time
 
 import numpy as np
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import STUDENT
 from .engine import WorkerLost
 from .errors import NumpyLSTMError
-from .fileio import WriteError, make_dirs
+from .fileio import WriteError
 from .losses import binary_crossentropy
+from .memory import check_fits
 from .model import Ensemble, SentimentLSTM
 from .ngrams import TwoViews, accuracy, fit_view, mix_views, save_ngrams, self_train, spread, vote, vote_share
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .prepare import batch_order, load_test_set, prepare_data
-from .progress import ProgressBar, format_metrics
-from .rundir import RunDir, load_checkpoint, plot_curves, save_checkpoint, write_history
+from .progress import ProgressBar, counting_bar, format_metrics
+from .rundir import RunDir, plot_curves, write_history
 from .stopping import Stopped, StopSignals, redo_if_workers_die
 from .text import Vocabulary
 from .wordvectors import init_embedding, scaled_word_vectors
 
 
-def evaluate(model, x, y, batch_size=64):
-    """(mean loss, accuracy) over (x, y)."""
+def evaluate(model, x, y, batch_size=64, bar=None):
+    """(mean loss, accuracy) over (x, y); bar: a progress bar told of each batch's reviews."""
     if len(x) == 0:
         return float("nan"), float("nan")
     loss_sum, correct = 0.0, 0
@@ -37,14 +40,18 @@ def evaluate(model, x, y, batch_size=64):
         loss, _ = binary_crossentropy(logits, y[idx])
         loss_sum += loss * len(idx)
         correct += int(np.sum((logits > 0) == (y[idx] == 1)))
+        if bar is not None:
+            bar.update(len(idx))
     return loss_sum / len(x), correct / len(x)
 
 
-def model_logits(model, x, batch_size=64):
-    """The model's logits (N,) float64 of the reviews x (N, T)."""
+def model_logits(model, x, batch_size=64, bar=None):
+    """The model's logits (N,) float64 of the reviews x (N, T); bar as evaluate's."""
     logits = np.empty(len(x))
     for idx, batch in logit_batches(model, x, batch_size):
         logits[idx] = batch
+        if bar is not None:
+            bar.update(len(idx))
     return logits
 
 
@@ -123,10 +130,13 @@ def fit(config, out, resume=False, quiet=False, log=print):
     if resume:
         run.require("config.json")
     else:
-        make_dirs(out)
+        check_fits(config)      # before anything is written or read
+        run.claim()
     with run.locked(), StopSignals() as stop:
         if resume:
             config = run.load_config()
+            check_fits(config)
+            run.mark()          # a run of ours from before the marker existed
         elif run.trained():
             raise NumpyLSTMError(f"{out} already holds a run; use --resume {out} to continue it, "
                                  f"or choose another --out")
@@ -201,7 +211,7 @@ def train_run(config, run, resume, stop, quiet, say):
             # here), so a share far from that says which way the model leans on reviews like the test's.
             extra["unlabeled_positive_share"] = float(np.mean(model.mixed(partner, z_view) > 0))
         save_ngrams(run.file("ngrams.npz"), model.view, model.mix)
-    return finish(run, config, model, vocab, x_val, y_val, states, say, extra)
+    return finish(run, config, model, vocab, x_val, y_val, states, say, extra, quiet)
 
 
 def train_student(config, run, data, x_unlabeled, pseudo, word_vectors, resume, quiet, say, stop):
@@ -233,7 +243,7 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, say, sto
     processes keep dying, the place is saved the same way and WorkerLost raised.
     """
     x_train, y_train, x_val, y_val = data
-    make_dirs(run.path)
+    run.make()
     stop = stop or StopSignals()
     # Random streams: member 0 keeps those of a single run, seed for the initialisation and
     # (seed, 1) for batch order and dropout; member k > 0 takes (seed, 3, k) and (seed, 1, k). The
@@ -246,10 +256,11 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, say, sto
              "stopped_early": False, "train_seconds": 0.0}
     best_weights = None
     if resume and os.path.exists(run.file("checkpoint.npz")):
-        state, best_weights = load_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng)
-        place = state.get("position")
-        say(f"resuming {run.path} after epoch {state['epoch']}"
-            + (f", batch {place['batch']}" if place else ""))
+        batches = math.ceil(len(x_train) / config.batch_size)
+        state, best_weights = load_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, config.epochs, batches)
+        place = state.get("position")    # counted as the message of the stop that saved it
+        say(f"resuming {run.path} " + (f"in epoch {state['epoch'] + 1} after batch {place['batch']} of {batches}"
+                                       if place else f"after epoch {state['epoch']}"))
     elif resume and os.path.exists(run.file("model.npz")):
         # A model without its checkpoint (deleted?) cannot be continued, and starting over would
         # replace it
@@ -327,8 +338,9 @@ def generator_at(state):
     return rng
 
 
-def finish(run, config, model, vocab, x_val, y_val, states, say, extra):
-    """Evaluate on the held-out part and the official test set; write metrics.
+def finish(run, config, model, vocab, x_val, y_val, states, say, extra, quiet=False):
+    """Evaluate on the held-out part and the official test set (a progress bar on a terminal
+    unless quiet); write metrics.
 
     states: each model's training state, a student's last. An ensemble's metrics list its models'
     epochs. extra: further metrics (the n-gram view's, the student's epochs).
@@ -337,16 +349,18 @@ def finish(run, config, model, vocab, x_val, y_val, states, say, extra):
     per_model = (lambda values: values[0]) if config.ensemble == 1 else (lambda values: values[:config.ensemble])
     val_loss, val_accuracy = evaluate(model, x_val, y_val)
     test = load_test_set(config, vocab)
+    bar = counting_bar(len(test[1]) if test is not None else 0, "official test set", quiet)
     if test is not None and isinstance(model, TwoViews):
         # Each view's logits once, for the mix and for what each gives alone (reported, not used).
         x_test, y_test = test
-        z_lstm, z_view = model_logits(model.model, x_test), model.view.logits(x_test)
+        z_lstm, z_view = model_logits(model.model, x_test, bar=bar), model.view.logits(x_test)
         z = model.mixed(z_lstm, z_view)
         test_loss, test_accuracy = binary_crossentropy(z, y_test)[0], accuracy(z, y_test)
         extra = {**extra, "test_accuracy_lstm": accuracy(z_lstm, y_test),
                  "test_accuracy_ngrams": accuracy(z_view, y_test)}
     else:
-        test_loss, test_accuracy = evaluate(model, *test) if test is not None else (None, None)
+        test_loss, test_accuracy = evaluate(model, *test, bar=bar) if test is not None else (None, None)
+    bar.close()
     metrics = {
         "recipe": config.recipe, "seed": config.seed,
         "val_accuracy": val_accuracy, "val_loss": val_loss, "val_n": int(len(y_val)),
