@@ -207,18 +207,27 @@ def _either(choices):
 def check_setting(name, value):
     """Raise a one-line NumpyLSTMError unless `value` is allowed for the TrainConfig field `name`."""
     field = SETTINGS[name]
-    meta = field.metadata
     if value is None and type(None) in typing.get_args(field.type):
         return
+    problem = _problem(field, value)
+    if problem:
+        shown = repr(value)     # a value from an edited file may be a number of 400 digits
+        raise NumpyLSTMError(f"{name} must be {problem}, got {shown if len(shown) <= 40 else shown[:37] + '...'}")
+
+
+def _problem(field, value):
+    """What `value` must be for `field`, or None when it is allowed."""
+    meta = field.metadata
     kind = (typing.get_args(field.type) or (field.type,))[0]        # Optional[str] -> str
     if kind in (bool, str) and not isinstance(value, kind):             # from an edited config.json
-        raise NumpyLSTMError(f"{name} must be {'true or false' if kind is bool else 'a text'}, got {value!r}")
+        return "true or false" if kind is bool else "a text"
     if isinstance(value, (float, np.floating)) and not np.isfinite(value):   # ints are always finite
-        raise NumpyLSTMError(f"{name} must be a finite number, got {value!r}")
+        return "a finite number"
     if meta.get("rule") and not meta["rule"].allows(value):
-        raise NumpyLSTMError(f"{name} must be {meta['rule'].words}, got {value!r}")
+        return meta["rule"].words
     if meta.get("choices") and value not in meta["choices"]:
-        raise NumpyLSTMError(f"{name} must be {_either(meta['choices'])}, got {value!r}")
+        return _either(meta["choices"])
+    return None
 
 
 def check_settings(**values):

@@ -45,8 +45,11 @@ def check_model_config(config, where):
             raise NumpyLSTMError(f"{where}: model setting {key} must be true or false, got {config[key]!r}")
     if config.get("dtype", "float32") not in ("float32", "float64"):
         raise NumpyLSTMError(f"{where}: model dtype must be float32 or float64, got {config['dtype']!r}")
-    check_settings(**{key: value for key, value in config.items()
-                      if key not in ("mask_zero", "bidirectional", "dtype")})
+    try:
+        check_settings(**{key: value for key, value in config.items()
+                          if key not in ("mask_zero", "bidirectional", "dtype")})
+    except NumpyLSTMError as e:
+        raise NumpyLSTMError(f"{where}: {e}") from None
 
 
 class SentimentLSTM:

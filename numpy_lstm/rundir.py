@@ -229,7 +229,10 @@ class RunDir:
                 (f"has settings this version does not know: {', '.join(unknown)}" if unknown else "")
             raise NumpyLSTMError(f"{path} {problem} (written by another version of numpy-lstm, or edited?); "
                                  f"this version cannot tell how the run was made")
-        return TrainConfig(**settings).validate()
+        try:
+            return TrainConfig(**settings).validate()
+        except NumpyLSTMError as e:
+            raise NumpyLSTMError(f"{path}: {e}") from None
 
     @staticmethod
     def member_dir(k, ensemble):

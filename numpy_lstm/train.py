@@ -162,7 +162,8 @@ def train_run(config, run, resume, stop, quiet, say):
         if Vocabulary.load(run.file("vocab.json")).word_index != vocab.word_index:
             raise NumpyLSTMError(f"the data no longer gives the vocabulary saved in {out}; "
                                  f"resume with the same --data")
-    vocab.save(run.file("vocab.json"))
+    else:
+        vocab.save(run.file("vocab.json"))
     say(f"{len(x_train)} training and {len(x_val)} held-out reviews"
         + (f" and {len(x_unlabeled)} unlabeled ones" if config.unlabeled else "")
         + f", {len(vocab)} ids in the vocabulary, padded to {config.maxlen} ({time.perf_counter() - t0:.1f}s)")
