@@ -192,7 +192,7 @@ def npy_claiming(shape, dtype="<f4"):
     """An .npy whose header claims `shape`, followed by a few bytes only."""
     out = io.BytesIO()
     np.lib.format.write_array_header_1_0(out, {"descr": dtype, "fortran_order": False, "shape": shape})
-    return np.lib.format.magic(1, 0) + out.getvalue() + b"\0" * 64
+    return out.getvalue() + b"\0" * 64       # the header writer writes the magic string too
 
 
 def replace_member(path, name, content):
