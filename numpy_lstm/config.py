@@ -2,57 +2,33 @@
 
 Each TrainConfig field carries its own help text, group, choices or range (`setting`), and
 everything else reads them from there: `numpy-lstm train` makes one flag per field
-(`--num-layers` for num_layers), `TrainConfig.validate` checks every field, and SentimentLSTM
-checks its sizes, rates and pooling with `check_settings`.
+(`--num-layers` for num_layers) and `TrainConfig.validate` checks every field. The rules
+themselves are numpy_lstm/checks.py's, which the model and the data use too.
 
 A setting added to TrainConfig defaults to what runs did before it existed, so that an older
 run's config.json, which lacks it, still describes that run (RunDir.load_config fills it in).
 """
 import dataclasses
 import typing
-from typing import Callable, Optional
+from typing import Optional
 
-import numpy as np
-
+from .checks import (
+    COUNT,
+    FRACTION,
+    GRAM_LENGTH,
+    IMPLEMENTATIONS,
+    LAYERS,
+    OFF_OR_POSITIVE,
+    POOLINGS,
+    POSITIVE,
+    POSITIVE_INTEGER,
+    RATE,
+    VOCAB_SIZE,
+    WIDTH,
+    at_most,
+    check,
+)
 from .errors import NumpyLSTMError
-from .layers import IMPLEMENTATIONS
-
-
-def _integer(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _real(value):
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """The values a setting may take: `allows(value)`, described by `words` ("must be <words>")."""
-
-    words: str
-    allows: Callable[[object], bool]
-
-
-POSITIVE_INTEGER = Rule("a positive integer", lambda v: _integer(v) and v >= 1)
-
-
-def at_most(limit, low=1, words="a positive integer"):
-    """The integers from `low` to `limit`: a setting that sizes an array or a count of models
-    is bounded, so that no number typed by mistake (or read from an edited file) allocates
-    without end. The bounds are far above any run of this project (numpy_lstm/memory.py then
-    checks that the settings together fit in the machine)."""
-    return Rule(f"{words}, at most {limit:,}", lambda v: _integer(v) and low <= v <= limit)
-
-
-VOCAB_SIZE = at_most(10_000_000, 3, "at least 3 (ids 0 and 1 are reserved)")
-WIDTH = at_most(10_000)                 # embed_dim, units
-POSITIVE = Rule("positive", lambda v: _real(v) and v > 0)
-OFF_OR_POSITIVE = Rule("0 (off) or positive", lambda v: _real(v) and v >= 0)
-COUNT = Rule("0 or a positive integer", lambda v: _integer(v) and v >= 0)
-RATE = Rule("in [0, 1)", lambda v: _real(v) and 0 <= v < 1)
-FRACTION = Rule("between 0 and 1", lambda v: _real(v) and 0 < v < 1)
-GRAM_LENGTH = Rule("0 (off), 1, 2 or 3", lambda v: _integer(v) and 0 <= v <= 3)
 
 
 def setting(default, help, group, rule=None, choices=None, metavar=None, aliases=(), recipe_values=True):
@@ -122,8 +98,8 @@ class TrainConfig:
         0.0, "drop whole tokens (their embedding vectors) during training", "model", RATE, metavar="RATE")
     pooling: str = setting(
         "last", "what the output layer reads: the last LSTM state, or the mean / max over time", "model",
-        choices=("last", "mean", "max"))
-    num_layers: int = setting(1, "stacked LSTMs", "model", at_most(16), metavar="N", aliases=("--layers",))
+        choices=POOLINGS)
+    num_layers: int = setting(1, "stacked LSTMs", "model", LAYERS, metavar="N", aliases=("--layers",))
     bidirectional: bool = setting(False, "read each review forward and backward", "model")
     implementation: str = setting(
         "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
@@ -200,40 +176,13 @@ FIRST_SETTINGS = ("recipe", "data", "per_class", "val_split", "keep_negations", 
                   "test_limit")
 
 
-def _either(choices):
-    return ", ".join(choices[:-1]) + " or " + choices[-1]
-
-
 def check_setting(name, value):
     """Raise a one-line NumpyLSTMError unless `value` is allowed for the TrainConfig field `name`."""
     field = SETTINGS[name]
-    if value is None and type(None) in typing.get_args(field.type):
-        return
-    problem = _problem(field, value)
-    if problem:
-        shown = repr(value)     # a value from an edited file may be a number of 400 digits
-        raise NumpyLSTMError(f"{name} must be {problem}, got {shown if len(shown) <= 40 else shown[:37] + '...'}")
-
-
-def _problem(field, value):
-    """What `value` must be for `field`, or None when it is allowed."""
     meta = field.metadata
     kind = (typing.get_args(field.type) or (field.type,))[0]        # Optional[str] -> str
-    if kind in (bool, str) and not isinstance(value, kind):             # from an edited config.json
-        return "true or false" if kind is bool else "a text"
-    if isinstance(value, (float, np.floating)) and not np.isfinite(value):   # ints are always finite
-        return "a finite number"
-    if meta.get("rule") and not meta["rule"].allows(value):
-        return meta["rule"].words
-    if meta.get("choices") and value not in meta["choices"]:
-        return _either(meta["choices"])
-    return None
-
-
-def check_settings(**values):
-    """check_setting for each name=value (the model checks its sizes and rates with this)."""
-    for name, value in values.items():
-        check_setting(name, value)
+    check(name, value, meta.get("rule"), meta.get("choices"), optional=type(None) in typing.get_args(field.type),
+          kind=kind if kind in (bool, str) else None)
 
 
 # The tutorial as written, our best recipe on the same 1,000 reviews, that recipe with the text of the

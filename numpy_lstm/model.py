@@ -1,7 +1,7 @@
 """The tutorial's model, Embedding(V, E) -> LSTM(H) -> Dense(1, sigmoid), with a Keras-like API."""
 import numpy as np
 
-from .config import check_settings
+from .checks import IMPLEMENTATIONS, LAYERS, POOLINGS, RATE, VOCAB_SIZE, WIDTH, check
 from .errors import NumpyLSTMError
 from .fileio import atomic_path
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
@@ -46,10 +46,23 @@ def check_model_config(config, where):
     if config.get("dtype", "float32") not in ("float32", "float64"):
         raise NumpyLSTMError(f"{where}: model dtype must be float32 or float64, got {config['dtype']!r}")
     try:
-        check_settings(**{key: value for key, value in config.items()
-                          if key not in ("mask_zero", "bidirectional", "dtype")})
+        check_model_settings(**{key: value for key, value in config.items()
+                                if key not in ("mask_zero", "bidirectional", "dtype")})
     except NumpyLSTMError as e:
         raise NumpyLSTMError(f"{where}: {e}") from None
+
+
+def check_model_settings(vocab_size=500, embed_dim=32, units=100, num_layers=1, dropout=0.0, recurrent_dropout=0.0,
+                         word_dropout=0.0, pooling="last", implementation="fast"):
+    """Refuse, in one line, sizes, rates or choices a SentimentLSTM does not take (sizes bounded)."""
+    check("vocab_size", vocab_size, VOCAB_SIZE)
+    for name, value in (("embed_dim", embed_dim), ("units", units)):
+        check(name, value, WIDTH)
+    check("num_layers", num_layers, LAYERS)
+    for name, value in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout), ("word_dropout", word_dropout)):
+        check(name, value, RATE)
+    check("pooling", pooling, choices=POOLINGS)
+    check("implementation", implementation, choices=IMPLEMENTATIONS)
 
 
 class SentimentLSTM:
@@ -82,9 +95,9 @@ class SentimentLSTM:
     def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
                  pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None,
                  recurrent_dropout=0.0, word_dropout=0.0, implementation="fast"):
-        check_settings(vocab_size=vocab_size, embed_dim=embed_dim, units=units, num_layers=num_layers, dropout=dropout,
-                       recurrent_dropout=recurrent_dropout, word_dropout=word_dropout, pooling=pooling,
-                       implementation=implementation)
+        check_model_settings(vocab_size=vocab_size, embed_dim=embed_dim, units=units, num_layers=num_layers,
+                             dropout=dropout, recurrent_dropout=recurrent_dropout, word_dropout=word_dropout,
+                             pooling=pooling, implementation=implementation)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
@@ -153,7 +166,7 @@ class SentimentLSTM:
 
     def forward_vectors(self, x, mask=None, rng=None):
         """The model after its embedding: vectors x (B, T, E), mask bool (B, T) or None ->
-        (logits (B,), cache). What attributions differentiate (`numpy_lstm.inspect`)."""
+        (logits (B,), cache). What attributions differentiate (`numpy_lstm.inspection`)."""
         h, word_cache = self.word_dropout.forward(x, rng)
         rnn_caches = []
         for dropout, rnn in zip(self.dropouts, self.rnns):
