@@ -1,4 +1,6 @@
 """numpy-lstm: the Keras IMDB LSTM sentiment tutorial, reimplemented by hand on NumPy."""
+__version__ = "0.1.0"     # first: the modules below read it (the run marker, `numpy-lstm --version`)
+
 from .config import RECIPES, TrainConfig, recipe_config
 from .data import ImdbData, load_imdb, train_test_split
 from .engine import get_num_processes, get_num_threads, set_num_processes, set_num_threads
@@ -12,8 +14,6 @@ from .ngrams import NgramView, TwoViews, fit_mix, fit_vote_mix, ngram_keys, self
 from .optimizers import SGD, Adam, clip_by_global_norm
 from .reference import sigmoid
 from .text import Vocabulary, pad_sequences, preprocess_reviews
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Adam", "Bidirectional", "Dense", "Dropout", "Embedding", "Ensemble", "ImdbData", "LSTM", "NgramView",

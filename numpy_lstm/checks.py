@@ -30,7 +30,19 @@ class Rule:
 
 
 POSITIVE_INTEGER = Rule("a positive integer", lambda v: _integer(v) and v >= 1)
-VOCAB_SIZE = Rule("at least 3 (ids 0 and 1 are reserved)", lambda v: _integer(v) and v >= 3)
+
+
+def at_most(limit, low=1, words="a positive integer"):
+    """The integers from `low` to `limit`: a setting that sizes an array or a count of models
+    is bounded, so that no number typed by mistake (or read from an edited file) allocates
+    without end. The bounds are far above any run of this project (numpy_lstm/memory.py then
+    checks that the settings together fit in the machine)."""
+    return Rule(f"{words}, at most {limit:,}", lambda v: _integer(v) and low <= v <= limit)
+
+
+VOCAB_SIZE = at_most(10_000_000, 3, "at least 3 (ids 0 and 1 are reserved)")
+WIDTH = at_most(10_000)                 # embed_dim, units
+LAYERS = at_most(16)
 POSITIVE = Rule("positive", lambda v: _real(v) and v > 0)
 OFF_OR_POSITIVE = Rule("0 (off) or positive", lambda v: _real(v) and v >= 0)
 COUNT = Rule("0 or a positive integer", lambda v: _integer(v) and v >= 0)
@@ -47,17 +59,29 @@ def _either(choices):
     return ", ".join(choices[:-1]) + " or " + choices[-1]
 
 
-def check(name, value, rule=None, choices=None, optional=False):
+def check(name, value, rule=None, choices=None, optional=False, kind=None):
     """Raise a one-line NumpyLSTMError unless `value` is allowed for the setting `name`.
 
-    rule: a `Rule`; choices: the values allowed; optional: None is allowed too. A float must
-    also be finite.
+    rule: a `Rule`; choices: the values allowed; optional: None is allowed too; kind: bool or
+    str, the type the value must have (a value from an edited file may be anything). A float
+    must also be finite.
     """
     if value is None and optional:
         return
+    problem = _problem(value, rule, choices, kind)
+    if problem:
+        shown = repr(value)     # a value from an edited file may be a number of 400 digits
+        raise NumpyLSTMError(f"{name} must be {problem}, got {shown if len(shown) <= 40 else shown[:37] + '...'}")
+
+
+def _problem(value, rule, choices, kind):
+    """What `value` must be, or None when it is allowed."""
+    if kind in (bool, str) and not isinstance(value, kind):
+        return "true or false" if kind is bool else "a text"
     if isinstance(value, (float, np.floating)) and not np.isfinite(value):   # ints are always finite
-        raise NumpyLSTMError(f"{name} must be a finite number, got {value!r}")
+        return "a finite number"
     if rule is not None and not rule.allows(value):
-        raise NumpyLSTMError(f"{name} must be {rule.words}, got {value!r}")
+        return rule.words
     if choices is not None and value not in choices:
-        raise NumpyLSTMError(f"{name} must be {_either(choices)}, got {value!r}")
+        return _either(choices)
+    return None

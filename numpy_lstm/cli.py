@@ -8,21 +8,21 @@ command quietly with 141, as SIGPIPE would.
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import sys
 import typing
 
+from . import __version__
 from .config import RECIPES, TrainConfig, recipe_config
 from .engine import start_workers
 from .errors import NumpyLSTMError
 from .evaluation import evaluate
 from .inspect_cli import add_inspect_parser, cmd_inspect
-from .prepare import encode, load_test_set
+from .predict_cli import add_predict_parser, cmd_predict
+from .prepare import load_test_set
 from .run import fit
 from .rundir import RunDir
 from .stopping import Stopped
-from .text import standard_input_text, user_text
 
 GROUPS = ("data", "model", "optimisation")
 
@@ -81,31 +81,6 @@ def cmd_train(args):
     return fit(config, args.out, quiet=args.quiet)
 
 
-def read_texts(texts):
-    """The reviews: the arguments, else the lines of standard input that are not blank."""
-    if texts:
-        return [user_text(text) for text in texts]
-    if sys.stdin.isatty():
-        raise NumpyLSTMError("give review texts as arguments, or one review per line on standard input")
-    texts = [line for line in standard_input_text().splitlines() if line.strip()]
-    if not texts:
-        raise NumpyLSTMError("standard input holds no review: give one per line, or as arguments")
-    return texts
-
-
-def cmd_predict(args):
-    model, vocab, config = RunDir(args.run_dir).load_model()
-    texts = read_texts(args.texts)
-    probabilities = model.predict(encode(texts, vocab, config))
-    for text, p in zip(texts, probabilities):
-        label = "positive" if p > 0.5 else "negative"
-        if args.json:
-            print(json.dumps({"text": text, "probability": float(p), "label": label}))
-        else:
-            snippet = text if len(text) <= 60 else text[:57] + "..."
-            print(f"{p:.4f}\t{label}\t{snippet}")
-
-
 def cmd_evaluate(args):
     model, vocab, config = RunDir(args.run_dir).load_model()
     if args.data:
@@ -123,7 +98,13 @@ def cmd_evaluate(args):
 
 class Parser(argparse.ArgumentParser):
     """argparse's parser, its errors one line like the others (argparse prints the usage first;
-    for `train` that is 22 lines). Subcommands' parsers are of the same class."""
+    for `train` that is 22 lines). Subcommands' parsers are of the same class.
+
+    No abbreviations: argparse would take `--epoch 1` for `--epochs 1` silently, and a flag added
+    later could change what an abbreviation means."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -132,13 +113,10 @@ class Parser(argparse.ArgumentParser):
 def build_parser():
     parser = Parser(
         prog="numpy-lstm", description="An LSTM sentiment classifier for IMDB reviews, by hand on NumPy.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_parser(subparsers)
-    p = subparsers.add_parser("predict", help="print P(positive) and a label for each review text")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("texts", nargs="*", metavar="TEXT", help="review texts (default: lines on standard input)")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per review and line: text, probability (of positive), label")
+    add_predict_parser(subparsers)
     p = subparsers.add_parser("evaluate", help="accuracy of a trained run on the official test set")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="PATH", help="dataset to evaluate on (default: the run's)")

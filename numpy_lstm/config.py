@@ -17,12 +17,15 @@ from .checks import (
     FRACTION,
     GRAM_LENGTH,
     IMPLEMENTATIONS,
+    LAYERS,
     OFF_OR_POSITIVE,
     POOLINGS,
     POSITIVE,
     POSITIVE_INTEGER,
     RATE,
     VOCAB_SIZE,
+    WIDTH,
+    at_most,
     check,
 )
 from .errors import NumpyLSTMError
@@ -50,7 +53,7 @@ class TrainConfig:
         None, "aclImdb folder or .tar.gz (default: $NUMPY_LSTM_DATA, then the download cache)", "data",
         metavar="PATH", recipe_values=False)
     per_class: Optional[int] = setting(
-        500, "first N positive and N negative training reviews", "data", POSITIVE_INTEGER, metavar="N")
+        500, "first N positive and N negative training reviews", "data", at_most(10_000_000), metavar="N")
     val_split: float = setting(0.2, "held-out fraction", "data", FRACTION, metavar="F")
     # Reviews of one film share its name, cast and plot words: a held-out part that shares films with
     # the training part is easier than the official test set, whose films are all unseen.
@@ -70,14 +73,14 @@ class TrainConfig:
     vocab_size: int = setting(
         500, "vocabulary size, counting the padding and out-of-vocabulary ids", "data", VOCAB_SIZE, metavar="N")
     maxlen: int = setting(
-        500, "pad or truncate reviews to N tokens (Keras's pre-padding)", "data", POSITIVE_INTEGER, metavar="N")
+        500, "pad or truncate reviews to N tokens (Keras's pre-padding)", "data", at_most(100_000), metavar="N")
     oov: str = setting(
         "keep", "words outside the vocabulary: keep them as one unknown-word id, or skip them", "data",
         choices=("keep", "skip"))
     # A film's name or plot words say nothing of sentiment on other films.
     min_films: int = setting(
         1, "keep only vocabulary words found in reviews of at least N films", "data", POSITIVE_INTEGER, metavar="N")
-    embed_dim: int = setting(32, "embedding width", "model", POSITIVE_INTEGER, metavar="N")
+    embed_dim: int = setting(32, "embedding width", "model", WIDTH, metavar="N")
     nb_init: float = setting(
         0.0, "start embedding column 0 at SCALE times each word's naive Bayes log-count ratio in the training "
              "reviews (0: off)", "model", OFF_OR_POSITIVE, metavar="SCALE")
@@ -85,7 +88,7 @@ class TrainConfig:
         0.0, "start the embedding columns (all but --nb-init's) at word vectors learned without labels from the "
              "training reviews (PPMI + SVD of word co-occurrences), scaled to this standard deviation (0: off)",
         "model", OFF_OR_POSITIVE, metavar="STD")
-    units: int = setting(100, "LSTM units", "model", POSITIVE_INTEGER, metavar="N")
+    units: int = setting(100, "LSTM units", "model", WIDTH, metavar="N")
     mask: bool = setting(False, "mask padding (Keras's mask_zero) and bucket batches by length", "model")
     dropout: float = setting(0.0, "LSTM input dropout, one mask per sequence", "model", RATE, metavar="RATE")
     recurrent_dropout: float = setting(
@@ -96,13 +99,13 @@ class TrainConfig:
     pooling: str = setting(
         "last", "what the output layer reads: the last LSTM state, or the mean / max over time", "model",
         choices=POOLINGS)
-    num_layers: int = setting(1, "stacked LSTMs", "model", POSITIVE_INTEGER, metavar="N", aliases=("--layers",))
+    num_layers: int = setting(1, "stacked LSTMs", "model", LAYERS, metavar="N", aliases=("--layers",))
     bidirectional: bool = setting(False, "read each review forward and backward", "model")
     implementation: str = setting(
         "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
                 "the same maths", "model", choices=IMPLEMENTATIONS, recipe_values=False)
-    epochs: int = setting(10, "epochs", "optimisation", POSITIVE_INTEGER, metavar="N")
-    batch_size: int = setting(64, "batch size", "optimisation", POSITIVE_INTEGER, metavar="N")
+    epochs: int = setting(10, "epochs", "optimisation", at_most(100_000), metavar="N")
+    batch_size: int = setting(64, "batch size", "optimisation", at_most(1_000_000), metavar="N")
     lr: float = setting(1e-3, "Adam learning rate", "optimisation", POSITIVE, metavar="LR")
     lr_schedule: str = setting(
         "constant", "constant, or linear warm-up over the first epoch and decay to 0 at the last", "optimisation",
@@ -116,7 +119,7 @@ class TrainConfig:
                         metavar="N")
     ensemble: int = setting(
         1, "train N models, each from its own initialisation and batch order, and average their logits "
-           "(N times the training time)", "optimisation", POSITIVE_INTEGER, metavar="N")
+           "(N times the training time)", "optimisation", at_most(100), metavar="N")
     ngrams: int = setting(
         0, "add a second view of each review beside the LSTM: naive-Bayes-weighted logistic regression on its "
            "n-grams of ids up to this length (numpy_lstm/ngrams.py), mixed with the LSTM's logit by a "
@@ -126,7 +129,7 @@ class TrainConfig:
     self_train: int = setting(
         0, "rounds of co-training of the n-gram view: label the unlabeled reviews (--unlabeled) by the LSTM and "
            "the view voting with equal weight, then fit the view again on them and the labeled ones", "model",
-        COUNT, metavar="N")
+        at_most(100, 0, "0 or a positive integer"), metavar="N")
     balance_votes: bool = setting(
         False, "co-training's vote labels positive the same share of the unlabeled reviews as of the labeled ones "
                "(those it scores highest), not those it scores above 0: a lean of the voters toward one class is "
@@ -145,7 +148,7 @@ class TrainConfig:
     test_limit: Optional[int] = setting(
         None, "evaluate on a seeded, balanced subset of N official test reviews (default: all; 0: do not read "
               "the test set at all, as runs that choose settings must not)", "data",
-        COUNT, metavar="N", recipe_values=False)
+        at_most(10_000_000, 0, "0 or a positive integer"), metavar="N", recipe_values=False)
 
     def validate(self):
         """Check every setting against its rule or choices, then the ones that depend on each other."""
@@ -177,7 +180,9 @@ def check_setting(name, value):
     """Raise a one-line NumpyLSTMError unless `value` is allowed for the TrainConfig field `name`."""
     field = SETTINGS[name]
     meta = field.metadata
-    check(name, value, meta.get("rule"), meta.get("choices"), optional=type(None) in typing.get_args(field.type))
+    kind = (typing.get_args(field.type) or (field.type,))[0]        # Optional[str] -> str
+    check(name, value, meta.get("rule"), meta.get("choices"), optional=type(None) in typing.get_args(field.type),
+          kind=kind if kind in (bool, str) else None)
 
 
 # The tutorial as written, our best recipe on the same 1,000 reviews, that recipe with the text of the

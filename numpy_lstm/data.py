@@ -6,43 +6,27 @@ NUMPY_LSTM_DATA environment variable, `aclImdb_v1.tar.gz` in the cache directory
 into the cache. A source is a .tar.gz archive (read in one streaming pass, never extracted) or a
 folder: `aclImdb/` itself or the folder that contains it.
 
-Reviews are `{train,test}/{pos,neg}/ID_RATING.txt`. The order is fixed, unlike the tutorial's
-`os.listdir` order: positives then negatives, each by numeric id. Hidden files (macOS "._*")
-and files not ending in .txt are skipped; any other name is an error, since the review's id and
-rating would be lost. Invalid UTF-8 is replaced, not fatal; an empty file is the review "".
-
-Parsing the 50,000 reviews of an archive takes 3-6 s, so the result is cached as JSON in the
-cache directory (67 MB), keyed by the archive's size and modification time: 0.5 s to read.
+Reviews are `{train,test}/{pos,neg}/ID_RATING.txt` (read, and an archive's parse cached, by
+numpy_lstm/imdb_files.py). The order is fixed, unlike the tutorial's `os.listdir` order:
+positives then negatives, each by numeric id.
 """
 import dataclasses
 import hashlib
-import io
-import json
 import math
 import os
-import re
-import tarfile
-import zlib
-from typing import NamedTuple
 
 import numpy as np
 
 from .checks import POSITIVE_INTEGER, check
 from .errors import MissingSplitError, NumpyLSTMError
-from .fileio import WriteError, atomic_path, refused_as_write_error, write_text
+from .fileio import atomic_path, refused_as_write_error
+from .imdb_files import CLASSES, read_archive_cached, read_folder
 from .progress import download_bar
 
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
 SPLITS = {"train": ("train",), "test": ("test",), "all": ("train", "test")}
-CLASSES = (("pos", 1), ("neg", 0))
-
-_REVIEW_FILE = re.compile(r"([0-9]+)_([0-9]+)\.txt")
-_ARCHIVE_MEMBER = re.compile(r"(?:.*/)?(train|test)/(pos|neg)/([^/]+)")
-_URLS_MEMBER = re.compile(r"(?:.*/)?(train|test)/urls_(pos|neg)\.txt")
-_FILM = re.compile(r"/title/(tt[0-9]+)")
-_PARSED_VERSION = 3
 
 
 @dataclasses.dataclass
@@ -66,17 +50,6 @@ class ImdbData:
         return len(self.texts)
 
 
-class _Review(NamedTuple):
-    """One review file, as parsed and as cached (a JSON list of these rows)."""
-
-    split: str
-    label: int
-    id: int
-    rating: int
-    text: str
-    film: str = ""
-
-
 def load_imdb(source=None, split="train", per_class=None):
     """Load the labeled reviews of `split` ("train", "test", or "all": train then test).
 
@@ -89,9 +62,11 @@ def load_imdb(source=None, split="train", per_class=None):
     check("per_class", per_class, POSITIVE_INTEGER, optional=True)
     path = find_data(source)
     if os.path.isfile(path):
-        reviews = _read_archive_cached(path, SPLITS[split])
+        reviews = read_archive_cached(path, SPLITS[split], cache_dir())
+    elif os.path.isdir(path):
+        reviews = read_folder(path, SPLITS[split], MissingSplitError)
     else:
-        reviews = _read_folder(path, SPLITS[split])
+        raise NumpyLSTMError(f"{path} is neither a folder nor an archive file: the IMDB data is one of these")
     return _select(reviews, SPLITS[split], per_class, path)
 
 
@@ -150,110 +125,6 @@ def download(dest, url=URL, md5=MD5):
         if digest.hexdigest() != md5:
             raise fail(f"MD5 {digest.hexdigest()} of the download is not the expected {md5}")
     return dest
-
-
-def _review_key(name, where):
-    """(id, rating) from a file name ID_RATING.txt; None for files that are not reviews."""
-    if name.startswith(".") or not name.endswith(".txt"):
-        return None
-    match = _REVIEW_FILE.fullmatch(name)
-    if match is None:
-        raise NumpyLSTMError(f"unexpected file {where}: review files are named ID_RATING.txt, e.g. 200_8.txt")
-    return int(match[1]), int(match[2])
-
-
-def _review_text(raw):
-    """A review's text from the file's bytes, lines stripped and joined by spaces like the tutorial."""
-    # StringIO iterates lines the way a file opened in text mode does (\n, \r\n, \r)
-    return " ".join(line.strip() for line in io.StringIO(raw.decode("utf-8", errors="replace"), newline=None))
-
-
-def _read_folder(path, splits):
-    """The reviews of `splits` under the folder `path` (aclImdb/ itself or its parent)."""
-    nested = os.path.join(path, "aclImdb")
-    root = nested if os.path.isdir(nested) else path
-    reviews = []
-    for split in splits:
-        if not os.path.isdir(os.path.join(root, split)):
-            raise MissingSplitError(f"{root} has no {split}/ folder: expected the aclImdb layout "
-                                    f"{split}/pos, {split}/neg")
-        for name, label in CLASSES:
-            folder = os.path.join(root, split, name)
-            urls = os.path.join(root, split, f"urls_{name}.txt")
-            films = _films(_read_bytes(urls)) if os.path.isfile(urls) else []
-            for file_name in os.listdir(folder) if os.path.isdir(folder) else []:
-                file_path = os.path.join(folder, file_name)
-                key = _review_key(file_name, file_path)
-                if key is not None:
-                    reviews.append(_Review(split, label, *key, _review_text(_read_bytes(file_path)),
-                                           _film_of(key[0], films)))
-    return reviews
-
-
-def _films(raw):
-    """The film of each line of a urls_{pos,neg}.txt file (line i: review id i), "" if none."""
-    return [m[1] if (m := _FILM.search(line)) else "" for line in raw.decode("utf-8", errors="replace").splitlines()]
-
-
-def _read_bytes(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise NumpyLSTMError(f"cannot read {path}: {e.strerror}") from None
-
-
-def _read_archive(path):
-    """All labeled reviews in the .tar(.gz) archive `path`, read in one streaming pass."""
-    labels = dict(CLASSES)
-    reviews, films = [], {}
-    try:
-        with tarfile.open(path, "r|*") as archive:
-            for member in archive:
-                urls = _URLS_MEMBER.fullmatch(member.name)
-                if urls and member.isfile():
-                    films[urls[1], labels[urls[2]]] = _films(archive.extractfile(member).read())
-                    continue
-                match = _ARCHIVE_MEMBER.fullmatch(member.name)
-                if match and member.isfile():
-                    key = _review_key(match[3], member.name)
-                    if key is not None:
-                        raw = archive.extractfile(member).read()
-                        reviews.append(_Review(match[1], labels[match[2]], *key, _review_text(raw)))
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise NumpyLSTMError(f"cannot read the archive {path}, it is truncated or corrupt ({e})") from None
-    # The url files may come before or after the reviews in the archive: films are added at the end.
-    return [r._replace(film=_film_of(r.id, films.get((r.split, r.label), []))) for r in reviews]
-
-
-def _film_of(review_id, films):
-    """Line review_id of a urls file's films, "" when the file is missing or too short."""
-    return films[review_id] if review_id < len(films) else ""
-
-
-def _read_archive_cached(path, splits):
-    """The reviews of `splits` in the archive, through JSON copies in the cache, one per split,
-    keyed by the archive's size and mtime: loading one split's copy takes half the memory of both."""
-    stat = os.stat(path)
-
-    def cached(split):
-        return os.path.join(cache_dir(), f"reviews-v{_PARSED_VERSION}-{stat.st_size}-{stat.st_mtime_ns}-{split}.json")
-
-    try:
-        reviews = []
-        for split in splits:
-            with open(cached(split), encoding="utf-8") as f:
-                reviews += [_Review(*row) for row in json.load(f)]
-        return reviews
-    except (OSError, ValueError, TypeError):  # no copy yet, or an unreadable one: parse again
-        pass
-    reviews = _read_archive(path)
-    try:
-        for split in SPLITS["all"]:
-            write_text(cached(split), json.dumps([r for r in reviews if r.split == split], ensure_ascii=False))
-    except WriteError:  # a read-only or full cache costs time on the next run, not correctness
-        pass
-    return [r for r in reviews if r.split in splits]
 
 
 def _select(reviews, splits, per_class, where):

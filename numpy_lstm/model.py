@@ -1,15 +1,68 @@
 """The tutorial's model, Embedding(V, E) -> LSTM(H) -> Dense(1, sigmoid), with a Keras-like API."""
-import json
-import zipfile
-
 import numpy as np
 
-from .checks import IMPLEMENTATIONS, POOLINGS, POSITIVE_INTEGER, RATE, VOCAB_SIZE, check
+from .checks import IMPLEMENTATIONS, LAYERS, POOLINGS, RATE, VOCAB_SIZE, WIDTH, check
 from .errors import NumpyLSTMError
 from .fileio import atomic_path
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
 from .losses import binary_crossentropy
+from .memory import file_limit
 from .reference import sigmoid
+from .safe_files import KB, NpzFile, parse_json, to_json
+
+# The settings a model file's config holds, and those every version wrote (the others have defaults).
+CONFIG_KEYS = ("vocab_size", "embed_dim", "units", "mask_zero", "dropout", "pooling", "num_layers", "bidirectional",
+               "dtype", "recurrent_dropout", "word_dropout", "implementation")
+FIRST_CONFIG_KEYS = ("vocab_size", "embed_dim", "units")
+
+
+def weight_shapes(vocab_size, embed_dim, units, num_layers=1, bidirectional=False):
+    """{name: shape} of a SentimentLSTM's weights, in `get_weights()` order (Keras's names)."""
+    width = 2 * units if bidirectional else units
+    shapes = {"embedding/embeddings": (vocab_size, embed_dim)}
+    for k in range(num_layers):
+        prefix = "lstm" if k == 0 else f"lstm_{k}"
+        for d in ("forward/", "backward/") if bidirectional else ("",):
+            shapes[f"{prefix}/{d}kernel"] = (embed_dim if k == 0 else width, 4 * units)
+            shapes[f"{prefix}/{d}recurrent_kernel"] = (units, 4 * units)
+            shapes[f"{prefix}/{d}bias"] = (4 * units,)
+    shapes.update({"dense/kernel": (width, 1), "dense/bias": (1,)})
+    return shapes
+
+
+def check_model_config(config, where):
+    """Refuse, in one line, a model config (a dict from a model file) this version cannot build,
+    before anything is allocated: unknown or missing keys, values out of range or of a wrong type."""
+    if not isinstance(config, dict):
+        raise NumpyLSTMError(f"{where} holds no model config (not a JSON object)")
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    missing = [key for key in FIRST_CONFIG_KEYS if key not in config]
+    if unknown or missing:
+        raise NumpyLSTMError(f"{where} holds an unknown model config: "
+                             + (f"no {missing[0]}" if missing else f"unknown setting {unknown[0]}"))
+    for key in ("mask_zero", "bidirectional"):
+        if not isinstance(config.get(key, False), bool):
+            raise NumpyLSTMError(f"{where}: model setting {key} must be true or false, got {config[key]!r}")
+    if config.get("dtype", "float32") not in ("float32", "float64"):
+        raise NumpyLSTMError(f"{where}: model dtype must be float32 or float64, got {config['dtype']!r}")
+    try:
+        check_model_settings(**{key: value for key, value in config.items()
+                                if key not in ("mask_zero", "bidirectional", "dtype")})
+    except NumpyLSTMError as e:
+        raise NumpyLSTMError(f"{where}: {e}") from None
+
+
+def check_model_settings(vocab_size=500, embed_dim=32, units=100, num_layers=1, dropout=0.0, recurrent_dropout=0.0,
+                         word_dropout=0.0, pooling="last", implementation="fast"):
+    """Refuse, in one line, sizes, rates or choices a SentimentLSTM does not take (sizes bounded)."""
+    check("vocab_size", vocab_size, VOCAB_SIZE)
+    for name, value in (("embed_dim", embed_dim), ("units", units)):
+        check(name, value, WIDTH)
+    check("num_layers", num_layers, LAYERS)
+    for name, value in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout), ("word_dropout", word_dropout)):
+        check(name, value, RATE)
+    check("pooling", pooling, choices=POOLINGS)
+    check("implementation", implementation, choices=IMPLEMENTATIONS)
 
 
 class SentimentLSTM:
@@ -42,14 +95,9 @@ class SentimentLSTM:
     def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
                  pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None,
                  recurrent_dropout=0.0, word_dropout=0.0, implementation="fast"):
-        check("vocab_size", vocab_size, VOCAB_SIZE)
-        for name, value in (("embed_dim", embed_dim), ("units", units), ("num_layers", num_layers)):
-            check(name, value, POSITIVE_INTEGER)
-        for name, value in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout),
-                            ("word_dropout", word_dropout)):
-            check(name, value, RATE)
-        check("pooling", pooling, choices=POOLINGS)
-        check("implementation", implementation, choices=IMPLEMENTATIONS)
+        check_model_settings(vocab_size=vocab_size, embed_dim=embed_dim, units=units, num_layers=num_layers,
+                             dropout=dropout, recurrent_dropout=recurrent_dropout, word_dropout=word_dropout,
+                             pooling=pooling, implementation=implementation)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
@@ -72,13 +120,7 @@ class SentimentLSTM:
         self.dropouts = [Dropout(dropout, shared_axis=1) for _ in range(num_layers)]
         self.pooling = None if pooling == "last" else TimePooling(pooling)
         self.dense = Dense(width, 1, rng, dtype)
-        self.weight_names = ["embedding/embeddings"]
-        for k in range(num_layers):
-            prefix = "lstm" if k == 0 else f"lstm_{k}"
-            directions = ("forward/", "backward/") if bidirectional else ("",)
-            self.weight_names += [f"{prefix}/{d}{name}" for d in directions
-                                  for name in ("kernel", "recurrent_kernel", "bias")]
-        self.weight_names += ["dense/kernel", "dense/bias"]
+        self.weight_names = list(weight_shapes(vocab_size, embed_dim, units, num_layers, bidirectional))
 
     @property
     def weights(self):
@@ -179,32 +221,29 @@ class SentimentLSTM:
         arrays = dict(zip(self.weight_names, self.weights))
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, config=np.array(json.dumps(self.config)), **arrays)
+                np.savez(f, config=np.array(to_json(self.config)), **arrays)
 
     @classmethod
     def load(cls, path):
-        """Read a model written by `save`; a missing, truncated or mismatched file is a NumpyLSTMError."""
+        """Read a model written by `save`; a missing, damaged or mismatched file is a NumpyLSTMError.
+
+        Nothing is allocated by what the file says before it is checked: its config is bounded
+        (`check_model_config`), and each array's header must give the shape that config implies
+        before the array is read. Weights must be finite.
+        """
         try:
-            with np.load(path, allow_pickle=False) as data:
-                config = json.loads(str(data["config"]))
-                arrays = {name: data[name] for name in data.files if name != "config"}
+            with NpzFile(path, "numpy-lstm model file", file_limit()) as npz:
+                config = parse_json(npz.text("config", 64 * KB), f"the config in {path}")
+                check_model_config(config, path)
+                shapes = weight_shapes(config["vocab_size"], config["embed_dim"], config["units"],
+                                       config.get("num_layers", 1), config.get("bidirectional", False))
+                for name, shape in shapes.items():
+                    npz.expect(name, shape, (config.get("dtype", "float32"),))
+                weights = [npz.array(name) for name in shapes]
         except FileNotFoundError:
             raise NumpyLSTMError(f"no model file at {path}") from None
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            raise NumpyLSTMError(f"{path} is not a readable numpy-lstm model file "
-                                 f"(truncated or corrupt?): {type(e).__name__}") from None
-        if not isinstance(config, dict):
-            raise NumpyLSTMError(f"{path} holds no model config (not a JSON object)")
-        try:
-            model = cls(**config)
-        except TypeError as e:
-            raise NumpyLSTMError(f"{path} holds an unknown model config: {e}") from None
-        missing = [name for name in model.weight_names if name not in arrays]
-        if missing:
-            raise NumpyLSTMError(f"{path} lacks the weight {missing[0]} that its config calls for")
-        model.set_weights([arrays[name] for name in model.weight_names])
-        if not all(np.isfinite(w).all() for w in model.weights):
-            raise NumpyLSTMError(f"{path} has weights that are not finite numbers (NaN or inf)")
+        model = cls(**config)
+        model.set_weights(weights)
         return model
 
 

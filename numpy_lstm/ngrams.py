@@ -22,14 +22,15 @@ the combination of the two views' logits, a z_lstm + c z_ngrams + b, on the held
 `TwoViews` is that combination, read like a SentimentLSTM (forward, predict).
 Shapes: N reviews, T steps (pre-padded, 0 = padding), M (review, gram) pairs, F grams in the table.
 """
-import zipfile
 
 import numpy as np
 
 from .errors import NumpyLSTMError
 from .fileio import atomic_path
+from .memory import file_limit
 from .optimizers import Adam
 from .reference import sigmoid
+from .safe_files import NpzFile
 
 ALPHA = 1.0           # the naive Bayes smoothing count
 STEPS = 60            # full-batch Adam steps
@@ -331,14 +332,19 @@ def save_ngrams(path, view, mix):
 
 
 def load_ngrams(path):
-    """(NgramView, mix (3,)) from a file `save_ngrams` wrote; a bad file is a NumpyLSTMError."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            state = {name: data[name] for name in data.files}
-        return NgramView.from_state(state), state["mix"]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise NumpyLSTMError(f"{path} is not a readable n-gram view file (truncated or corrupt?): "
-                             f"{type(e).__name__}") from None
+    """(NgramView, mix (3,)) from a file `save_ngrams` wrote; a bad file is a NumpyLSTMError
+    (each array's header is checked before any array is read: numpy_lstm/safe_files.py)."""
+    ints, floats = (np.int32, np.int64), (np.float32, np.float64)
+    with NpzFile(path, "n-gram view file", file_limit()) as npz:
+        table = npz.shapes.get("table", ((-1, -1), None))[0]
+        grams = (table[0] if len(table) == 1 else -1,)
+        for name, shape, dtypes in (("table", grams, ints), ("rw", grams, floats), ("b", (), floats), ("n", (), ints),
+                                    ("vocab_size", (), ints), ("l2", (), floats), ("mix", (3,), floats)):
+            npz.expect(name, shape, dtypes)
+        state = {name: npz.array(name) for name in npz.shapes}
+    if not (1 <= state["n"] <= 3 and 3 <= state["vocab_size"] <= 10_000_000):
+        raise NumpyLSTMError(f"{path} is not an n-gram view file: n {state['n']}, vocabulary {state['vocab_size']}")
+    return NgramView.from_state(state), state["mix"]
 
 
 def accuracy(logits, y):

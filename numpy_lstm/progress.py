@@ -1,4 +1,4 @@
-"""Progress on a terminal, all through tqdm: a training epoch's Keras-style line, and a download's bytes.
+"""Progress on a terminal, all through tqdm: a training epoch's Keras-style line, reviews scored, a download's bytes.
 
 An epoch redraws `8/13 [==================>...........] - ETA: 3s - loss: 0.6931 - accuracy: 0.5000`
 per batch on a terminal and ends with one summary line, which is all a log (not a terminal) gets:
@@ -48,6 +48,13 @@ class ProgressBar:
         self.stream.write(f"{self.total}/{self.total} [" + "=" * self.width + f"] - {elapsed:.0f}s "
                           f"{per_step:.0f}ms/step" + format_metrics(metrics) + "\n")
         self.stream.flush()
+
+
+def counting_bar(total, desc, quiet=False):
+    """A bar over `total` reviews on a terminal's standard output (as training's); nothing in a
+    log or when quiet. It leaves no line behind."""
+    return tqdm(total=total, desc=desc, unit=" reviews", file=sys.stdout, leave=False,
+                disable=quiet or not sys.stdout.isatty())
 
 
 def download_bar(total, desc):

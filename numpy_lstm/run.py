@@ -13,7 +13,8 @@ import os
 from .config import STUDENT
 from .engine import WorkerLost
 from .errors import NumpyLSTMError
-from .fileio import WriteError, make_dirs
+from .fileio import WriteError
+from .memory import check_fits
 from .model import Ensemble
 from .ngrams import save_ngrams
 from .prepare import prepare_run_data
@@ -36,10 +37,13 @@ def fit(config, out, resume=False, quiet=False, log=print):
     if resume:
         run.require("config.json")
     else:
-        make_dirs(out)
+        check_fits(config)      # before anything is written or read
+        run.claim()
     with run.locked(), StopSignals() as stop:
         if resume:
             config = run.load_config()
+            check_fits(config)
+            run.mark()          # a run of ours from before the marker existed
         elif run.trained():
             raise NumpyLSTMError(f"{out} already holds a run; use --resume {out} to continue it, "
                                  f"or choose another --out")
@@ -64,7 +68,8 @@ def train_run(config, run, resume, stop, quiet, log):
         if Vocabulary.load(run.file("vocab.json")).word_index != vocab.word_index:
             raise NumpyLSTMError(f"the data no longer gives the vocabulary saved in {run.path}; "
                                  f"resume with the same --data")
-    vocab.save(run.file("vocab.json"))
+    else:
+        vocab.save(run.file("vocab.json"))
     models, states = [], []
     for member in range(config.ensemble):
         if config.ensemble > 1:
@@ -86,4 +91,4 @@ def train_run(config, run, resume, stop, quiet, log):
         if student_state is not None:
             states.append(student_state)
         save_ngrams(run.file("ngrams.npz"), model.view, model.mix)
-    return finish(run, config, model, vocab, x_val, y_val, states, log, extra)
+    return finish(run, config, model, vocab, x_val, y_val, states, log, extra, quiet)

@@ -13,26 +13,34 @@
     model-K/         with --ensemble N > 1: checkpoint, model, history and curves of model K
     student/         with --student: checkpoint, model, history and curves of the student LSTM (the
                      LSTM beside the n-gram view in the final model)
-    train.lock       locked by the `train` command working in the directory (its pid inside)
+    train.lock       locked by the `train` command working in the directory (its pid inside),
+                     removed when it ends
+    .numpy-lstm-run  the marker of a folder numpy-lstm made its own (RUN_MARKER)
 
-Every file is written atomically.
+Every file is written atomically. `train` writes only in a folder it made, an empty one, or one
+that is ours: it carries the marker, or (a run made before the marker existed) holds a
+config.json that this version reads as a run config. Any other folder is refused, so that no
+file of the user's that happens to be called config.json or metrics.json is replaced. A link in
+a run folder is never followed: train.lock is opened with O_NOFOLLOW, the files are replaced by
+a rename (which replaces a link, not what it points to), and model-K/ or student/ must be real
+folders. `predict`, `evaluate` and `inspect` only read: any run folder will do.
 """
 import contextlib
 import csv
 import dataclasses
+import errno
 import glob
 import io
-import json
 import os
-import zipfile
+import stat
 
-import numpy as np
-
+from . import __version__
 from .config import FIRST_SETTINGS, TrainConfig
 from .errors import NumpyLSTMError
-from .fileio import atomic_path, refused_as_write_error, write_text
+from .fileio import WriteError, atomic_path, make_dirs, refused_as_write_error, write_text
 from .model import Ensemble, SentimentLSTM
 from .ngrams import TwoViews, load_ngrams
+from .safe_files import KB, MB, read_json, to_json
 from .text import Vocabulary
 
 try:
@@ -41,6 +49,8 @@ except ImportError:        # not POSIX: runs are not locked
     fcntl = None
 
 _held_locks = set()        # descriptors of the run locks this process holds
+RUN_MARKER = ".numpy-lstm-run"
+MARKER_FORMAT = "numpy-lstm run folder"
 
 
 def _close_held_locks():
@@ -58,8 +68,9 @@ if hasattr(os, "register_at_fork"):
 class RunDir:
     """Paths of a run directory, and its checks."""
 
-    def __init__(self, path):
+    def __init__(self, path, inside=False):
         self.path = os.fspath(path)
+        self.inside = inside       # a folder in a run (model-K/, student/), which must not be a link
 
     def file(self, name):
         return os.path.join(self.path, name)
@@ -76,6 +87,58 @@ class RunDir:
         return any(glob.glob(self.file(os.path.join(member, name)))
                    for member in ("", "model-*") for name in ("checkpoint.npz", "model.npz"))
 
+    def marked(self):
+        """True when the folder carries our marker (a regular file, not a link, that says so)."""
+        path = self.file(RUN_MARKER)
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return False
+            return read_json(path, "run marker", 4 * KB).get("format") == MARKER_FORMAT
+        except (OSError, NumpyLSTMError, AttributeError):
+            return False
+
+    def ours(self):
+        """True when the folder is a run of ours: marked, or an older run whose config.json reads."""
+        if self.marked():
+            return True
+        try:
+            self.load_config()
+        except NumpyLSTMError:
+            return False
+        return True
+
+    def mark(self):
+        """Write our marker, unless the folder has it."""
+        if not self.marked():
+            write_text(self.file(RUN_MARKER), to_json({"format": MARKER_FORMAT, "version": __version__}) + "\n")
+
+    def claim(self):
+        """Make the folder ours for a new run: create it, or take it if it is empty or ours (and
+        mark it); refuse any other folder in one line naming it."""
+        if not os.path.lexists(self.path):
+            make_dirs(self.path)
+        elif not os.path.isdir(self.path):
+            raise NumpyLSTMError(f"{self.path} exists and is not a folder: choose another --out")
+        else:
+            with refused_as_write_error(self.path):
+                empty = not os.listdir(self.path)
+            if not empty and not self.ours():
+                raise NumpyLSTMError(f"{self.path} is not empty and is not a numpy-lstm run folder (no {RUN_MARKER}): "
+                                     "train writes only in a new or empty folder or its own run: choose another --out")
+        self.mark()
+
+    def make(self):
+        """Create the folder (model-K/ or student/ in a run), refusing a link in its place."""
+        if self.inside and os.path.islink(self.path):
+            raise NumpyLSTMError(f"{self.path} is a symbolic link, which numpy-lstm does not follow: remove it")
+        make_dirs(self.path)
+
+    def unfinished(self):
+        """The one-line error for a run folder without the model files of a finished run."""
+        return NumpyLSTMError(f"{self.path} is an unfinished run: its training "
+                              + ("stopped before it wrote the model" if self.trained() else "never started")
+                              + f" (it failed, was stopped, or is still going); {self.how_to_continue()}")
+
     def how_to_continue(self):
         """The command that continues an unfinished run here."""
         if os.path.exists(self.file("config.json")):
@@ -87,35 +150,67 @@ class RunDir:
         """Hold the directory's lock for the block: a second `train` on it is refused at once.
 
         An flock on train.lock: the kernel releases it when the holder's process ends, however it
-        ends, so the lock of a killed run is free for its --resume.
+        ends, so the lock of a killed run is free for its --resume. The file is removed when the
+        block ends, so a run that ended leaves none.
         """
-        path = self.file("train.lock")
         if fcntl is None:
             yield
             return
-        with refused_as_write_error(path):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = self._take_lock(self.file("train.lock"))
+        _held_locks.add(fd)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise NumpyLSTMError(f"{self.path} is in use by another numpy-lstm train (pid {holder}); "
-                                     f"wait for it to end, or choose another --out") from None
-            with refused_as_write_error(path):
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            _held_locks.add(fd)
             yield
         finally:
             _held_locks.discard(fd)
+            with contextlib.suppress(OSError):
+                if _same_file(os.lstat(self.file("train.lock")), os.fstat(fd)):
+                    os.unlink(self.file("train.lock"))
             os.close(fd)
 
+    def _take_lock(self, path):
+        """A descriptor of train.lock, locked, the pid written in it.
+
+        Opened with O_NOFOLLOW (a link there, to a file of the user's, is refused, never
+        truncated) and refused unless it is a regular file with no other name. A lock taken on a
+        file its last holder had just removed is let go and taken again on the new file.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        while True:
+            try:
+                fd = os.open(path, flags, 0o644)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise NumpyLSTMError(f"{path} is a symbolic link, which numpy-lstm never follows: "
+                                         f"remove it") from None
+                raise WriteError(path, e) from None
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+                    raise NumpyLSTMError(f"{path} is not a lock file numpy-lstm made (not a regular file, or one "
+                                         f"with other names): remove it")
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                    raise NumpyLSTMError(f"{self.path} is in use by another numpy-lstm train (pid {holder}); "
+                                         f"wait for it to end, or choose another --out") from None
+                with contextlib.suppress(FileNotFoundError):
+                    if _same_file(os.lstat(path), info):
+                        with refused_as_write_error(path):
+                            os.ftruncate(fd, 0)
+                            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                        return fd
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)            # removed by its last holder meanwhile: take the new one
+
     def save_config(self, config):
-        write_text(self.file("config.json"), json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        write_text(self.file("config.json"), to_json(dataclasses.asdict(config), indent=2) + "\n")
 
     def save_metrics(self, metrics):
-        write_text(self.file("metrics.json"), json.dumps(metrics, indent=2) + "\n")
+        """metrics.json, strict JSON: a metric that is not a number (no reviews to measure) is null."""
+        write_text(self.file("metrics.json"), to_json(metrics, indent=2) + "\n")
 
     def load_config(self):
         """The run's TrainConfig. A setting missing from an older run's config.json takes its default,
@@ -123,11 +218,7 @@ class RunDir:
         setting this version does not know, is a one-line error."""
         self.require("config.json")
         path = self.file("config.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                settings = json.load(f)
-        except (OSError, ValueError) as e:
-            raise NumpyLSTMError(f"{path} is not a readable run config: {e}") from None
+        settings = read_json(path, "run config", 1 * MB)
         if not isinstance(settings, dict):
             raise NumpyLSTMError(f"{path} is not a run config (not a JSON object)")
         known = {field.name for field in dataclasses.fields(TrainConfig)}
@@ -138,7 +229,10 @@ class RunDir:
                 (f"has settings this version does not know: {', '.join(unknown)}" if unknown else "")
             raise NumpyLSTMError(f"{path} {problem} (written by another version of numpy-lstm, or edited?); "
                                  f"this version cannot tell how the run was made")
-        return TrainConfig(**settings).validate()
+        try:
+            return TrainConfig(**settings).validate()
+        except NumpyLSTMError as e:
+            raise NumpyLSTMError(f"{path}: {e}") from None
 
     @staticmethod
     def member_dir(k, ensemble):
@@ -146,10 +240,10 @@ class RunDir:
         return "" if ensemble == 1 else f"model-{k + 1}"
 
     def member(self, k, ensemble):
-        return self if ensemble == 1 else RunDir(self.file(self.member_dir(k, ensemble)))
+        return self if ensemble == 1 else RunDir(self.file(self.member_dir(k, ensemble)), inside=True)
 
     def student(self):
-        return RunDir(self.file("student"))
+        return RunDir(self.file("student"), inside=True)
 
     def load_model(self):
         """(model, vocab, config) of a finished run; an Ensemble when it trained several models, and
@@ -157,6 +251,8 @@ class RunDir:
         config = self.load_config()
         names = ([os.path.join("student", "model.npz")] if config.student else
                  [os.path.join(self.member_dir(k, config.ensemble), "model.npz") for k in range(config.ensemble)])
+        if not all(os.path.exists(self.file(name)) for name in names) and not os.path.exists(self.file("metrics.json")):
+            raise self.unfinished()
         self.require("vocab.json", *names)
         models = [SentimentLSTM.load(self.file(name)) for name in names]
         vocab = Vocabulary.load(self.file("vocab.json"))
@@ -172,45 +268,9 @@ class RunDir:
         return model, vocab, config
 
 
-def save_checkpoint(path, model, optimizer, rng, state, best_weights):
-    """Everything needed to continue exactly: weights, Adam's moments, RNG state, history."""
-    arrays = {f"weights/{i}": w for i, w in enumerate(model.weights)}
-    opt = optimizer.state()
-    if opt["m"] is not None:
-        arrays.update({f"adam_m/{i}": a for i, a in enumerate(opt["m"])})
-        arrays.update({f"adam_v/{i}": a for i, a in enumerate(opt["v"])})
-    if best_weights is not None:
-        arrays.update({f"best/{i}": w for i, w in enumerate(best_weights)})
-    state = {**state, "iterations": opt["iterations"], "rng": rng.bit_generator.state}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, state=np.array(json.dumps(state)), **arrays)
-
-
-def load_checkpoint(path, model, optimizer, rng):
-    """Restore what save_checkpoint wrote; returns (state, best_weights)."""
-    n = len(model.weights)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            state = json.loads(str(data["state"]))
-            weights = [data[f"weights/{i}"] for i in range(n)]
-            has_adam = "adam_m/0" in data
-            m = [data[f"adam_m/{i}"] for i in range(n)] if has_adam else None
-            v = [data[f"adam_v/{i}"] for i in range(n)] if has_adam else None
-            best = [data[f"best/{i}"] for i in range(n)] if "best/0" in data else None
-    except FileNotFoundError:
-        raise NumpyLSTMError(f"no checkpoint at {path}: nothing to resume") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise NumpyLSTMError(f"{path} is not a readable checkpoint (truncated or corrupt?): "
-                             f"{type(e).__name__}") from None
-    model.set_weights(weights)  # a shape mismatch with the run's config is a NumpyLSTMError
-    try:
-        optimizer.load_state({"iterations": state["iterations"], "m": m, "v": v})
-        rng.bit_generator.state = state["rng"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise NumpyLSTMError(f"{path} is not a readable checkpoint (its state is damaged): "
-                             f"{type(e).__name__}") from None
-    return state, best
+def _same_file(a, b):
+    """Whether two stat results are of one file."""
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def write_history(path, history):

@@ -12,7 +12,6 @@ import collections
 import functools
 import io
 import itertools
-import json
 import re
 import sys
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from .errors import NumpyLSTMError
 from .fileio import write_text
+from .safe_files import read_json, to_json
 
 # The tutorial's two regexes, rewritten for speed with the same result: its alternations of
 # one-character groups took 18 s on the 50,000 reviews, these take 1 s. Replacing "<br /><br />"
@@ -141,6 +141,8 @@ class Vocabulary:
     PAD, OOV = 0, 1
     _RESERVED = ("<pad>", "<oov>")
     _FORMAT = "numpy_lstm.Vocabulary"
+    MAX_SIZE = 10_000_000              # as the vocab_size setting's bound
+    MAX_FILE_BYTES = 512 << 20         # 10 million words of 50 bytes
 
     def __init__(self, size):
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
@@ -195,22 +197,19 @@ class Vocabulary:
     def save(self, path):
         """Write the vocabulary as JSON (atomically)."""
         state = {"format": self._FORMAT, "size": self.size, "words": self.index_word[2:]}
-        write_text(path, json.dumps(state, ensure_ascii=False))
+        write_text(path, to_json(state, ensure_ascii=False))
 
     @classmethod
     def load(cls, path):
         """Read a vocabulary written by `save`; NumpyLSTMError if the file is missing or not one."""
         try:
-            with open(path, encoding="utf-8") as f:
-                state = json.load(f)
+            state = read_json(path, "vocabulary file", cls.MAX_FILE_BYTES)
         except FileNotFoundError:
             raise NumpyLSTMError(f"vocabulary file not found: {path}") from None
-        except (OSError, ValueError) as e:
-            raise NumpyLSTMError(f"cannot read vocabulary file {path}: {e}") from None
         valid = (
             isinstance(state, dict)
             and state.get("format") == cls._FORMAT
-            and isinstance(state.get("size"), int) and state["size"] >= 2
+            and isinstance(state.get("size"), int) and 2 <= state["size"] <= cls.MAX_SIZE
             and isinstance(state.get("words"), list)
             and all(isinstance(w, str) for w in state["words"])
             and len(set(state["words"])) == len(state["words"]) <= state["size"] - 2

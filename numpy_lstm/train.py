@@ -7,21 +7,22 @@ runs again with the same dropout masks) and SIGTERM or Ctrl-C (the position in t
 saved; numpy_lstm/stopping.py). `finish` evaluates the run's final model and writes its metrics.
 numpy_lstm/run.py runs the whole run, from its directory and data to `finish`.
 """
+import math
 import os
 import time
 
 import numpy as np
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .engine import WorkerLost
 from .errors import NumpyLSTMError
 from .evaluation import evaluate, run_metrics
-from .fileio import make_dirs
 from .losses import binary_crossentropy
 from .model import build_model
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .prepare import batch_order
 from .progress import ProgressBar, format_metrics
-from .rundir import load_checkpoint, plot_curves, save_checkpoint, write_history
+from .rundir import plot_curves, write_history
 from .stopping import Stopped, StopSignals, redo_if_workers_die
 from .wordvectors import init_embedding
 
@@ -91,7 +92,7 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
     processes keep dying, the position is saved the same way and WorkerLost raised.
     """
     x_train, y_train, x_val, y_val = data
-    make_dirs(run.path)
+    run.make()
     stop = stop or StopSignals()
     # Random streams: member 0 keeps those of a single run, seed for the initialisation and
     # (seed, 1) for batch order and dropout; member k > 0 takes (seed, 3, k) and (seed, 1, k). The
@@ -104,10 +105,11 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
              "stopped_early": False, "train_seconds": 0.0}
     best_weights = None
     if resume and os.path.exists(run.file("checkpoint.npz")):
-        state, best_weights = load_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng)
-        position = state.get("position")
-        log(f"resuming {run.path} after epoch {state['epoch']}"
-            + (f", batch {position['batch']}" if position else ""))
+        batches = math.ceil(len(x_train) / config.batch_size)
+        state, best_weights = load_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, config.epochs, batches)
+        position = state.get("position")    # counted as the message of the stop that saved it
+        log(f"resuming {run.path} " + (f"in epoch {state['epoch'] + 1} after batch {position['batch']} of {batches}"
+                                       if position else f"after epoch {state['epoch']}"))
     elif resume and os.path.exists(run.file("model.npz")):
         # A model without its checkpoint (deleted?) cannot be continued, and starting over would
         # replace it
@@ -174,9 +176,9 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
     return model, state
 
 
-def finish(run, config, model, vocab, x_val, y_val, states, log, extra):
+def finish(run, config, model, vocab, x_val, y_val, states, log, extra, quiet=False):
     """Evaluate on the held-out part and the official test set (`run_metrics`); write metrics."""
-    metrics = run_metrics(config, model, vocab, x_val, y_val, states, extra)
+    metrics = run_metrics(config, model, vocab, x_val, y_val, states, extra, quiet)
     run.save_metrics(metrics)
     log("held-out" + format_metrics({"loss": metrics["val_loss"], "accuracy": metrics["val_accuracy"]})
         + f" ({len(y_val)} reviews)")

@@ -94,7 +94,8 @@ def test_predict_reads_stdin(tree, tmp_path):
     main(["train", "--data", str(tree), "--out", str(out), "--epochs", "1", *TINY])
     proc = subprocess.run([sys.executable, "-m", "numpy_lstm", "predict", str(out)], input="great\n\nawful\n",
                           capture_output=True, text=True)
-    assert proc.returncode == 0 and len(proc.stdout.strip().splitlines()) == 2
+    rows = proc.stdout.split("\n")[:-1]        # one per line, the blank one too
+    assert proc.returncode == 0 and len(rows) == 3 and rows[1] == "-\t-\t" and rows[0].endswith("\tgreat")
 
 
 def test_same_seed_same_numbers(tree, tmp_path):

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from numpy_lstm import data
+from numpy_lstm import data, imdb_files
 from numpy_lstm.data import download, find_data, load_imdb, train_test_split
 from numpy_lstm.errors import NumpyLSTMError
 from numpy_lstm.text import preprocess_reviews
@@ -194,12 +194,12 @@ def test_parsed_archive_is_cached(tmp_path, monkeypatch):
         raise AssertionError("the archive was parsed again")
 
     with monkeypatch.context() as patch:
-        patch.setattr(data, "_read_archive", no_parsing)
+        patch.setattr(imdb_files, "read_archive", no_parsing)
         again = load_imdb(archive, split="all")
     assert again.texts == first.texts and again.ids.tolist() == first.ids.tolist()
     assert again.ratings.tolist() == first.ratings.tolist()
 
-    make_archive(tmp_path, {**TREE, "train/pos/11_10.txt": b"New."})  # same path, new size and mtime
+    make_archive(tmp_path, {**TREE, "train/pos/11_10.txt": b"New."})  # same path, other content
     assert load_imdb(archive).ids.tolist() == [1, 2, 10, 11, 0, 5]
 
 

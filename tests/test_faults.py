@@ -296,7 +296,7 @@ def refuse_writes(monkeypatch, name, error, nth=1):
                 return FillingFile(open(path, mode, *args, **kwargs), error, room=100)
         return open(path, mode, *args, **kwargs)
 
-    for module in ("numpy_lstm.fileio", "numpy_lstm.rundir", "numpy_lstm.model"):
+    for module in ("numpy_lstm.fileio", "numpy_lstm.rundir", "numpy_lstm.model", "numpy_lstm.checkpoint"):
         monkeypatch.setattr(f"{module}.open", open_, raising=False)
 
 

@@ -200,7 +200,7 @@ def test_vocabulary_save_load(tmp_path):
     "content, words",
     [
         (None, ["not found"]),
-        ("{not json", ["cannot read"]),
+        ("{not json", ["not valid JSON"]),
         ("[1, 2]", ["not a vocabulary"]),
         (json.dumps({"format": "numpy_lstm.Vocabulary", "size": 3, "words": ["a", "b"]}), ["not a vocabulary"]),
         (json.dumps({"format": "numpy_lstm.Vocabulary", "size": 9, "words": ["a", "a"]}), ["not a vocabulary"]),

@@ -1,0 +1,151 @@
+"""Hostile and careless command lines (issue 30): predict's input and output, size flags, flags
+argparse used to guess, and what a long run says while it works.
+
+Each refusal is one line, status 2, and nothing is written (the run folder is not even made).
+Files read and written are in test_hostile_inputs.py.
+"""
+import io
+import json
+import os
+import signal
+import sys
+
+import pytest
+from test_cli import TINY, write_tree
+from test_hostile_inputs import command, refused
+
+from numpy_lstm import __version__, recipe_config, train
+from numpy_lstm.cli import main
+from numpy_lstm.errors import NumpyLSTMError
+from numpy_lstm.memory import check_fits, estimate_bytes
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_tree(tmp_path_factory.mktemp("imdb"), per_class=40)
+
+
+@pytest.fixture(scope="module")
+def trained(tree, tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", "--data", str(tree), "--out", str(run), "--epochs", "1", *TINY]) == 0
+    return run
+
+
+def rows(stdout):
+    return stdout.split("\n")[:-1]
+
+
+# ----------------------------------------------------------------------------- predict
+
+@pytest.mark.parametrize("inside", ["\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x0b", "\r"])
+def test_one_row_per_line_whatever_breaks_a_line_for_unicode(inside, trained):
+    stdin = f"good movie{inside}bad movie\nawful film\r\ngreat\n".encode()
+    code, out, err = command("predict", trained, stdin=stdin)
+    assert code == 0 and len(rows(out)) == 3, (out, err)
+    code, out, _ = command("predict", trained, "--json", stdin=stdin)
+    assert [json.loads(row)["text"] for row in rows(out)] == [f"good movie{inside}bad movie", "awful film", "great"]
+
+
+def test_a_blank_line_keeps_its_row_so_rows_match_lines(trained):
+    code, out, err = command("predict", trained, stdin=b"great superb\n\nthe and of\nawful dull\n")
+    lines = rows(out)
+    assert code == 0 and len(lines) == 4, out
+    assert lines[1].startswith("-\t-\t") and lines[2].startswith("-\t-\t")
+    assert float(lines[0].split("\t")[0]) > 0 and float(lines[3].split("\t")[0]) >= 0
+    assert err.count("\n") == 1 and "2 of 4 reviews have no word the model reads" in err
+    out = command("predict", trained, "--json", stdin=b"great\n\n")[1]
+    assert json.loads(rows(out)[1]) == {"text": "", "probability": None, "label": None}
+
+
+@pytest.mark.parametrize("texts", [[""], ["the and of is"], ["   "], ["", "the"]])
+def test_no_word_the_model_reads_is_said_as_inspect_says_it(texts, trained, tmp_path):
+    refused(command("predict", trained, *texts), "nothing to predict", "reaches the model")
+    if len(texts) == 1 and texts[0].strip():
+        refused(command("inspect", trained, *texts, "--out", tmp_path / "page"), "nothing to inspect",
+                "no word of the review reaches the model")
+
+
+def test_terminal_control_characters_are_escaped(trained):
+    text = "great \x1b[2J\x1b]0;pwned\x07 film\tend \u202eevil \x9b31m"
+    code, out, _ = command("predict", trained, text)
+    assert code == 0 and out.count("\t") == 2 and out.endswith("\n") and out.count("\n") == 1
+    assert not any(c in out for c in "\x1b\x07\x9b\u202e")
+    assert "\\x1b[2J\\x1b]0;pwned\\x07 film\\x09end \\u202eevil \\x9b31m" in out
+    code, out, _ = command("predict", trained, "--json", text)
+    assert json.loads(out)["text"] == text and "\x1b" not in out
+
+
+# ----------------------------------------------------------------------------- sizes
+
+@pytest.mark.parametrize("flags, words", [
+    (["--units", "100000"], "units must be a positive integer, at most 10,000"),
+    (["--embed-dim", "100000000"], "embed_dim must be a positive integer, at most 10,000"),
+    (["--vocab-size", "1000000000000"], "vocab_size must be at least 3 (ids 0 and 1 are reserved), at most"),
+    (["--num-layers", "1000000"], "num_layers must be a positive integer, at most 16"),
+    (["--ensemble", "1000000"], "ensemble must be a positive integer, at most 100"),
+    (["--maxlen", "10000000"], "maxlen must be a positive integer, at most 100,000"),
+    (["--epochs", "10000000000"], "epochs must be a positive integer, at most 100,000"),
+    (["--vocab-size", "10000000", "--embed-dim", "10000"], "these settings need at least 1.6 TB of memory"),
+])
+def test_size_flags_are_bounded_before_any_data_is_read(flags, words, tmp_path):
+    # The data path does not exist: a refusal that names the size was made before reading it
+    refused(command("train", "--data", tmp_path / "nowhere", "--out", tmp_path / "run", *flags), words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_memory_estimate_refuses_what_the_machine_cannot_hold():
+    config = recipe_config("tutorial")
+    assert estimate_bytes(config) < 1e9                       # the recipes are far from any limit
+    assert estimate_bytes(recipe_config("full")) < 2e9
+    assert check_fits(config, available=10 ** 12) == estimate_bytes(config)
+    with pytest.raises(NumpyLSTMError, match="need at least 16.* of memory and this machine has 1.0 MB"):
+        check_fits(config, available=10 ** 6)
+    bigger = recipe_config("tutorial", units=1000, ensemble=10, maxlen=2000)
+    assert estimate_bytes(bigger) > 10 * estimate_bytes(config)
+
+
+# ----------------------------------------------------------------------------- flags
+
+def test_no_abbreviated_flags_and_a_version(tmp_path):
+    refused(command("train", "--epoch", "1", "--out", tmp_path / "run"), "unrecognized arguments: --epoch 1")
+    refused(command("predict", tmp_path, "--js", "great"), "unrecognized arguments: --js")
+    assert not (tmp_path / "run").exists()
+    code, out, _ = command("--version")
+    assert code == 0 and out == f"numpy-lstm {__version__}\n"
+
+
+# ----------------------------------------------------------------------------- what a long run says
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_scoring_the_test_set_has_a_progress_bar_on_a_terminal(tree, tmp_path, monkeypatch):
+    args = ["train", "--data", str(tree), "--epochs", "1", *[f for f in TINY if f != "--quiet"]]
+    for quiet in (False, True):
+        screen = Terminal()
+        monkeypatch.setattr(sys, "stdout", screen)
+        assert main([*args, "--out", str(tmp_path / str(quiet)), *["--quiet"] * quiet]) == 0
+        monkeypatch.undo()
+        shown = screen.getvalue()
+        assert ("official test set:" in shown and "/80 " in shown) != quiet, shown
+        assert (shown == "") == quiet
+
+
+def test_interrupt_and_resume_count_batches_one_way(tree, tmp_path, monkeypatch, capsys):
+    schedule = train.learning_rate
+
+    def ctrl_c_at_batch_2_of_epoch_2(config, epoch, batch, batches):
+        if (epoch, batch) == (2, 2):
+            os.kill(os.getpid(), signal.SIGINT)
+        return schedule(config, epoch, batch, batches)
+
+    monkeypatch.setattr(train, "learning_rate", ctrl_c_at_batch_2_of_epoch_2)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "3", *TINY]) == 130
+    assert "interrupted in epoch 2 after batch 2 of 5," in capsys.readouterr().err
+    monkeypatch.setattr(train, "learning_rate", schedule)
+    assert main(["train", "--resume", str(out)]) == 0
+    assert f"resuming {out} in epoch 2 after batch 2 of 5\n" in capsys.readouterr().out
