@@ -14,14 +14,16 @@ from .text import standard_input_text, user_text
 def add_inspect_parser(subparsers):
     p = subparsers.add_parser(
         "inspect", help="a page of what a trained model does with a review: gates, cell states, word attributions",
-        description="Write RUN_DIR/inspect/report.html (or --out DIR): the review as the model read it, the "
-                    "running verdict, gates and cell states, word attributions (integrated gradients, "
-                    "occlusion) and the gradient through time. With --errors N, a page of the N official "
+        description="Write RUN_DIR/inspect/report.html (or --out DIR), one self-contained page: the review as "
+                    "the model read it, the running verdict, the gates, candidate, cell state and output of every "
+                    "unit, word attributions (integrated gradients, occlusion) and the gradient through time, "
+                    "drawn in the browser (hover for the numbers). With --errors N, a page of the N official "
                     "test reviews the model gets most confidently wrong instead.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the review (default: standard input)")
-    p.add_argument("--out", metavar="DIR", help="where to write the page and its figures (default: RUN_DIR/inspect)")
-    p.add_argument("--json", action="store_true", help="also print the numbers as one JSON object")
+    p.add_argument("--out", metavar="DIR", help="where to write the page (default: RUN_DIR/inspect)")
+    p.add_argument("--json", action="store_true",
+                   help="also print the numbers as one JSON object (with the states of every unit: \"states\")")
     p.add_argument("--errors", type=int, metavar="N",
                    help="write DIR/errors.html: the N official test reviews the model gets most confidently wrong")
     p.add_argument("--data", metavar="PATH", help="dataset whose test reviews --errors reads (default: the run's)")

@@ -1,25 +1,16 @@
-"""Why a trained model decided, for one review: arrays that `numpy_lstm.report` draws.
+"""Why a trained model decided, for one review: the arrays that `numpy_lstm.report` draws.
 
-- The reading: every word after the run's cleaning, and what became of it (read, read as the
-  unknown-word id, dropped as a stopword or as unknown, or cut by maxlen).
-- Integrated gradients (Sundararajan, Taly and Yan, 2017) on the embedded vectors x (T, E):
-  word t gets (x_t - x'_t) . integral over a in [0, 1] of d logit / d x_t at x' + a (x - x'),
-  from the baseline x' = the review with every word's vector zeroed (padding, which an unmasked
-  model reads too, stays as it is, so it gets no attribution). The attributions add up to
-  logit(x) - logit(x') (completeness) up to the quadrature's error, which is measured. The
-  model's own layers compute the gradients (`SentimentLSTM.forward_vectors` and
-  `backward_vectors`), every point of the path in one batch.
-- Occlusion: logit(review) - logit(review without word t).
+- The reading (`numpy_lstm.reading`): every word after the run's cleaning, and what became of it.
+- The attributions (`numpy_lstm.attribution`): integrated gradients and occlusion.
 - The internals: each LSTM layer and direction runs again through `reference.lstm_forward`,
-  whose step caches hold the gates i, f, o and the cell state c; the reference's step backward
-  gives d logit / d c_t. The running verdict is the Dense readout of h_t after every word.
+  whose step caches hold the gates i, f, o, the candidate g and the cell state c (and so
+  h = o tanh(c)); the reference's step backward gives d logit / d c_t. The running verdict is
+  the Dense readout of h_t after every word.
 
-An ensemble's logit is the mean of its members' logits, so its attributions are the means of
-the members' (integrated gradients and occlusion are linear in the function); its internals
-are those of its first member. A model of two views (numpy_lstm/ngrams.py, logit = a z_lstm +
-c z_ngrams + b) adds to a times the LSTM's attributions the n-gram view's exact ones (it is
-linear: each gram's c r_g w_g shared among the steps it covers; its baseline, the empty review,
-has no grams); the running verdict is the mixed logit of each prefix.
+An ensemble's attributions are the means of its members' (its logit is the mean of theirs); its
+internals are those of its first member. A model of two views (numpy_lstm/ngrams.py) mixes the
+LSTM's and the n-gram view's attributions; its running verdict is the mixed logit of each
+prefix, and its internals are the LSTM's.
 Shapes: T steps the model reads (padding included), n words read, E embedding width, H units.
 """
 import dataclasses
@@ -27,157 +18,33 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from .attribution import TwoViewShares, integrated_gradients, members, occlusion, two_view_attributions
 from .errors import NumpyLSTMError
 from .ngrams import TwoViews
-from .prepare import clean, encode
+from .prepare import encode
+from .reading import Reading, read_review
 from .reference import lstm_forward, lstm_step_backward, sigmoid
-from .text import Vocabulary, pad_sequences, preprocess_reviews
+from .text import pad_sequences
 
-# The units of each layer and direction that the page shows (ranked by `DirectionView.score`).
-TOP_UNITS = 8
-# Completeness error above which integrated gradients take twice as many steps (up to MAX_STEPS).
-TOLERANCE = 0.01
-MAX_STEPS = 1024
-# Rows per forward / backward pass: the 65 points of 64 steps in one batch; bounds the caches'
-# memory when the steps double.
-_CHUNK = 65
-
-READ, UNKNOWN, STOPWORD, SKIPPED, CUT = "read", "unknown", "stopword", "skipped", "cut"
-
-
-@dataclasses.dataclass
-class Reading:
-    """A review as the run's preprocessing reads it.
-
-    words: every word of the cleaned review, stopwords included (list of str).
-    status: one per word: READ; UNKNOWN (read as the unknown-word id 1); STOPWORD; SKIPPED (not
-    in the vocabulary, and the run skips such words); CUT (before the last maxlen words read).
-    word_ids: int (len(words),): the id each read word gets, 0 for the others.
-    """
-
-    words: list
-    status: list
-    word_ids: np.ndarray
-
-    @property
-    def positions(self):
-        """Indices into `words` of the n words the model reads, in order."""
-        return np.array([k for k, s in enumerate(self.status) if s in (READ, UNKNOWN)], dtype=int)
-
-    @property
-    def tokens(self):
-        return [self.words[k] for k in self.positions]
-
-    @property
-    def ids(self):
-        return self.word_ids[self.positions]
-
-
-def read_review(text, vocab, config):
-    """The Reading of `text` under a run's config (a TrainConfig) and vocabulary.
-
-    Its ids are those `prepare.encode` gives the review, without the padding.
-    """
-    cleaned = preprocess_reviews([text], keep_stopwords=True, punctuation=config.punctuation)[0]
-    words = cleaned.split(" ") if cleaned else []      # as Vocabulary.encode splits
-    # Cleaning a cleaned word changes nothing, so each word alone is kept or dropped as it is
-    # inside the review: "" marks a stopword.
-    kept = clean(words, config)
-    status, word_ids = [], np.zeros(len(words), np.int32)
-    for k, (word, ids) in enumerate(zip(kept, vocab.encode(kept))):
-        if not word:
-            status.append(STOPWORD)
-        elif ids[0] == Vocabulary.OOV and config.oov == "skip":
-            status.append(SKIPPED)
-        else:
-            status.append(UNKNOWN if ids[0] == Vocabulary.OOV else READ)
-            word_ids[k] = ids[0]
-    reading = Reading(words, status, word_ids)
-    for k in reading.positions[:-config.maxlen]:     # pad_sequences truncates at the front
-        status[k], word_ids[k] = CUT, 0
-    return reading
+# The quantities of a step that the page and `inspect --json` show, unit by unit.
+STATES = ("i", "f", "g", "o", "c", "h")
 
 
 def model_ids(reading, model, maxlen):
     """The steps (T,) one model reads of a review: with masking, its words (SentimentLSTM drops
     a masked batch's leading all-padding columns); without, the words pre-padded to maxlen."""
     ids = reading.ids
-    if _members(model)[0].config["mask_zero"]:
+    if members(model)[0].config["mask_zero"]:
         return ids
     return pad_sequences([ids], maxlen=maxlen)[0]
-
-
-def _members(model):
-    """The SentimentLSTMs of a model: an Ensemble's members, or the model itself."""
-    return getattr(model, "members", [model])
-
-
-class IntegratedGradients(NamedTuple):
-    attributions: np.ndarray    # (T,), 0 at padding
-    logit: float                # logit(x)
-    baseline_logit: float       # logit(x'), every word's vector zeroed
-    completeness_error: float   # |sum(attributions) - (logit - baseline_logit)| / |logit - baseline_logit|
-    steps: int                  # intervals of the trapezoidal rule
-    dx: np.ndarray              # (T, E) d logit / d x_t at the review itself (the first member's)
-
-
-def integrated_gradients(model, ids, steps=64, tolerance=TOLERANCE, max_steps=MAX_STEPS):
-    """Integrated gradients of the logit over the steps ids (T,) of one review (see the module).
-
-    The integral runs by the trapezoidal rule over steps + 1 points of the path; the steps double
-    until the completeness error is below `tolerance` (or reaches max_steps: the error says so).
-    """
-    members = _members(model)
-    while True:
-        runs = [_path_gradients(m, ids, steps) for m in members]
-        attributions = np.mean([r[0] for r in runs], axis=0)
-        logit, baseline_logit = (float(np.mean([r[i] for r in runs])) for i in (1, 2))
-        change = logit - baseline_logit
-        error = abs(attributions.sum() - change) / max(abs(change), 1e-12)
-        if error < tolerance or steps >= max_steps:
-            return IntegratedGradients(attributions, logit, baseline_logit, float(error), steps, runs[0][3])
-        steps *= 2
-
-
-def _path_gradients(member, ids, steps):
-    """One SentimentLSTM's integrated gradients on ids (T,):
-    (attributions (T,), logit, baseline logit, dx (T, E) at the review)."""
-    x, _ = member.embedding.forward(ids[None])
-    x = x[0]
-    word = (ids != 0)[:, None]
-    baseline = np.where(word, 0.0, x)
-    delta = x - baseline
-    alphas = np.linspace(0.0, 1.0, steps + 1)
-    weights = np.full(steps + 1, 1.0 / steps)
-    weights[[0, -1]] /= 2                      # the trapezoidal rule
-    mask = ids[None] != 0 if member.config["mask_zero"] else None
-    logits, integral, dx_end = [], np.zeros(x.shape), None
-    for lo in range(0, steps + 1, _CHUNK):
-        a = alphas[lo:lo + _CHUNK]
-        path = (baseline + a[:, None, None] * delta).astype(x.dtype)
-        rows_mask = None if mask is None else np.repeat(mask, len(a), axis=0)
-        chunk_logits, cache = member.forward_vectors(path, rows_mask)
-        dx, _ = member.backward_vectors(np.ones_like(chunk_logits), cache)
-        integral += np.tensordot(weights[lo:lo + _CHUNK], dx, axes=1)
-        logits.append(chunk_logits)
-        dx_end = dx[-1]
-    logits = np.concatenate(logits)
-    return (delta * integral).sum(axis=1), float(logits[-1]), float(logits[0]), dx_end
-
-
-def occlusion(model, ids, logit):
-    """logit - the logit of the review without word t, for each word of ids (T,): (n,)."""
-    words = ids[ids != 0]
-    rows = pad_sequences([np.delete(words, t) for t in range(len(words))], maxlen=len(ids))
-    logits = np.concatenate([model.forward(rows[lo:lo + _CHUNK])[0] for lo in range(0, len(rows), _CHUNK)])
-    return logit - logits
 
 
 @dataclasses.dataclass
 class DirectionView:
     """One LSTM layer and direction on one review, every array aligned with the steps (T, H).
 
-    i, f, o: the gates; c: the cell state; dc: d logit / d c_t (through every later step);
+    i, f, o: the gates; g: the candidate; c: the cell state; h = o tanh(c): the output;
+    dc: d logit / d c_t (through every later step);
     score (H,): how much each unit matters to the verdict, sum over t of
     |d logit / d h_t (from above) * h_t|, gradient times activation, where "from above" is what
     reaches h_t from the layer that reads it, not from step t + 1. For the layer the Dense reads
@@ -189,14 +56,22 @@ class DirectionView:
     direction: str          # "forward" or "backward"
     i: np.ndarray
     f: np.ndarray
+    g: np.ndarray
     o: np.ndarray
     c: np.ndarray
+    h: np.ndarray
     dc: np.ndarray
     score: np.ndarray
 
-    def top_units(self, k=TOP_UNITS):
-        """The k units of highest score, highest first."""
-        return np.argsort(-self.score, kind="stable")[:k]
+    def ranked_units(self):
+        """The units (H,), highest score first."""
+        return np.argsort(-self.score, kind="stable")
+
+    def states(self, n):
+        """The `inspect --json` object of its last n steps (names are a contract): layer,
+        direction and each of STATES as n rows of H floats."""
+        return {"layer": self.layer, "direction": self.direction,
+                **{name: getattr(self, name)[len(self.i) - n:].tolist() for name in STATES}}
 
 
 class Internals(NamedTuple):
@@ -238,8 +113,8 @@ def lstm_internals(member, ids):
             dhs = _flip(dseq[..., d * H:(d + 1) * H], d)        # in the direction's own order
             dc, dx = _state_gradients(dhs, steps)
             gates = {name: _flip(np.stack([getattr(s, name)[0] for s in steps]), d, axis=0)
-                     for name in ("i", "f", "o", "c")}
-            views.insert(d, DirectionView(k, directions[d], dc=_flip(dc, d, axis=0),
+                     for name in ("i", "f", "g", "o", "c")}
+            views.insert(d, DirectionView(k, directions[d], h=_flip(hs[0], d, axis=0), dc=_flip(dc, d, axis=0),
                                           score=np.abs(dhs * hs)[0].sum(axis=0), **gates))
             dinput = dinput + _flip(dx[None], d)
         dseq = dinput
@@ -316,7 +191,7 @@ class Inspection:
     dx_norm: np.ndarray         # (T,) |d logit / d x_t| (the first member's, float32 backward)
     model_config: dict          # the first member's SentimentLSTM config
     members: int
-    two_views: Optional["TwoViewShares"] = None     # with an n-gram view beside the LSTM
+    two_views: Optional[TwoViewShares] = None     # with an n-gram view beside the LSTM
 
     @property
     def probability(self):
@@ -331,6 +206,7 @@ class Inspection:
             "attributions": [float(a) for a in self.attributions],
             "running_probability": None if running is None else [float(p) for p in running],
             "completeness_error": self.completeness_error,
+            "states": [view.states(len(self.attributions)) for view in self.views],
         }
 
 
@@ -348,14 +224,14 @@ def inspect_review(model, vocab, config, text, steps=64):
                              f"stopwords and unknown words dropped)")
     two = model if isinstance(model, TwoViews) else None
     lstm = two.model if two else model
-    members = _members(lstm)
+    models = members(lstm)
     ids = model_ids(reading, lstm, config.maxlen)
     ig = integrated_gradients(lstm, ids, steps)
     shares = None
     if two:
-        ig, shares = _two_view_attributions(two, ids, ig)
-    internals = [lstm_internals(m, ids) for m in members]
-    first = members[0].config
+        ig, shares = two_view_attributions(two, ids, ig)
+    internals = [lstm_internals(m, ids) for m in models]
+    first = models[0].config
     running, note = None, ""
     if first["bidirectional"]:
         note = ("The running verdict needs a state that has read the words so far and no further: "
@@ -373,43 +249,7 @@ def inspect_review(model, vocab, config, text, steps=64):
         attributions=ig.attributions[-n:], completeness_error=ig.completeness_error, ig_steps=ig.steps,
         occlusion=occlusion(model, ids, ig.logit), running_probability=running, running_note=note,
         views=internals[0].views, dx_norm=np.linalg.norm(ig.dx, axis=1), model_config=dict(first),
-        members=len(members), two_views=shares)
-
-
-class TwoViewShares(NamedTuple):
-    """What each view of a TwoViews model gives one review (its logit is lstm + ngrams + mix[2])."""
-
-    n: int                      # the view's longest gram
-    mix: np.ndarray             # (3,) a, c, b
-    lstm: float                 # a z_lstm
-    ngrams: float               # c z_ngrams
-    attributions: np.ndarray    # (n words,) the n-gram view's share of each word's attribution
-
-
-def _two_view_attributions(two, ids, ig):
-    """The IntegratedGradients of a TwoViews' mixed logit on the steps ids (T,), given the LSTM's
-    `ig`, and the TwoViewShares.
-
-    The LSTM's are scaled by a and the n-gram view's exact shares (times c) added; the baseline
-    logit is a times the LSTM's + c times the empty review's (the view's bias) + b. When the
-    mixed change is smaller than the LSTM's, its completeness error is larger: the LSTM's
-    integral then takes the steps that bring it under the tolerance.
-    """
-    a, c, b = two.mix
-    z_view = float(two.view.logits(ids[None])[0])
-    view_shares = c * two.view.token_shares(ids)
-    while True:
-        logit = a * ig.logit + c * z_view + b
-        baseline = a * ig.baseline_logit + c * two.view.b + b
-        attributions = a * ig.attributions + view_shares
-        change = logit - baseline
-        error = abs(attributions.sum() - change) / max(abs(change), 1e-12)
-        if error < TOLERANCE or ig.steps >= MAX_STEPS:
-            break
-        ig = integrated_gradients(two.model, ids, 2 * ig.steps, tolerance=0.0, max_steps=2 * ig.steps)
-    n = int(np.count_nonzero(ids))
-    mixed = IntegratedGradients(attributions, float(logit), float(baseline), float(error), ig.steps, a * ig.dx)
-    return mixed, TwoViewShares(two.view.n, two.mix, float(a * ig.logit), c * z_view, view_shares[-n:])
+        members=len(models), two_views=shares)
 
 
 def _prefixes(words):

@@ -1,60 +1,37 @@
-"""The pages of `numpy-lstm inspect`: self-contained HTML drawn from `numpy_lstm.inspection`'s arrays.
+"""The pages of `numpy-lstm inspect`, drawn from `numpy_lstm.inspection`'s arrays.
 
-One file per page, opened straight from disk: styles in the page, figures embedded as base64
-PNGs (and written beside the page too), no JavaScript, nothing fetched from the network. The
-figures need matplotlib (the `plot` extra); without it the page says so and keeps the rest.
+report.html: one review, its figures drawn in the browser by numpy_lstm/static/inspect.js from
+the numbers the page carries (every unit of every layer and direction, hover for the values);
+errors.html: the test reviews the model gets most confidently wrong, as written. Each is one
+self-contained file (numpy_lstm/page.py): nothing fetched, nothing needed beyond the package.
 """
-import base64
-import html
-import io
-import math
 import os
 
 import numpy as np
 
-from . import inspection
-from .fileio import atomic_path, write_text
-
-STYLE = """
-body { font-family: Georgia, serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222;
-       line-height: 1.45; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
-.review { font-family: sans-serif; font-size: 1.05em; line-height: 2.1; border: 1px solid #ddd;
-          padding: 0.6em 0.8em; background: #fff; }
-.word { padding: 0.1em 0.15em; border-radius: 3px; }
-.dropped { color: #aaa; }
-.unknown { text-decoration: underline dotted; }
-.verdict { font-size: 1.15em; font-weight: bold; }
-.note { color: #555; font-style: italic; }
-.bad { color: #b00; font-weight: bold; }
-table { border-collapse: collapse; font-family: sans-serif; font-size: 0.9em; }
-td, th { padding: 0.15em 0.6em; border-bottom: 1px solid #eee; text-align: right; }
-td:first-child, th:first-child { text-align: left; }
-.figure { overflow-x: auto; } .figure img { max-width: none; }
-"""
-
-_STATUS_TITLE = {
-    inspection.READ: "read", inspection.UNKNOWN: "read as the unknown-word id",
-    inspection.STOPWORD: "dropped: a stopword", inspection.SKIPPED: "dropped: not in the vocabulary",
-    inspection.CUT: "not read: before the last maxlen words",
-}
+from .attribution import MAX_STEPS, TOLERANCE
+from .inspection import STATES
+from .page import colour_scale, escape, float32_base64, numbers, review_html, write_page
 
 
 def write_report(ins, out_dir, run_dir):
-    """Write out_dir/report.html and its figures for one Inspection; returns the page's path."""
-    figures = _Figures(out_dir)
+    """Write out_dir/report.html for one Inspection; returns the page's path."""
     n = len(ins.attributions)
-    words = ins.reading.tokens
     cfg = ins.model_config
     padding = len(ins.ids) - n
-    parts = [f"<h1>Inside the model of {_e(run_dir)}</h1>", _verdict(ins), f"<p>{_e(_describe(ins))}</p>"]
+    member = " Member 1 of the ensemble." if ins.members > 1 else ""
+    of_member = " for member 1 of the ensemble" if ins.members > 1 else ""
+    parts = [f"<h1>Inside the model of {escape(run_dir)}</h1>", _verdict(ins), f"<p>{escape(_describe(ins))}</p>",
+             "<p>Every figure can be hovered: the tooltip gives the word, its step and the value under the "
+             "pointer. Long reviews scroll sideways.</p>"]
 
     parts.append("<h2>1. The review as the model read it</h2>")
-    parts.append("<p>Each word read is coloured by its integrated-gradients attribution (section 4): green "
-                 "pushed the verdict towards positive, red towards negative, the stronger the colour the "
-                 "larger the push (the strongest word has the strongest colour). Grey words never reached "
-                 "the model (hover over a word for why); dotted ones were read as the unknown-word id.</p>")
-    parts.append(_review_html(ins))
+    parts.append("<p>The review as written. Each word the model read is coloured by its integrated-gradients "
+                 "attribution (section 4): green pushed the verdict towards positive, red towards negative, the "
+                 "stronger the colour the larger the push. Grey words never reached the model, and the marks "
+                 "between words are not read at all; hover over a word for what the run's cleaning made of it. "
+                 "Dotted words were read as the unknown-word id.</p>")
+    parts += [colour_scale(ins.attributions), review_html(ins.reading, ins.text, ins.attributions, ins.occlusion)]
     if padding:
         parts.append(f"<p>Without masking the model also read {padding} padding steps before the first word "
                      f"(the review is pre-padded to {len(ins.ids)} steps, as in the tutorial).</p>")
@@ -62,37 +39,39 @@ def write_report(ins, out_dir, run_dir):
 
     parts.append("<h2>2. The running verdict</h2>")
     if ins.running_probability is None:
-        parts.append(f"<p class='note'>Not shown for this model. {_e(ins.running_note)}</p>")
+        parts.append(f"<p class='note'>Not shown for this model. {escape(ins.running_note)}</p>")
     else:
-        parts.append("<p>The Dense layer read after every word: sigmoid(dense(h<sub>t</sub>)), how the "
-                     "opinion moves as the network reads. Its last value is the model's probability"
+        parts.append("<p>The Dense layer read after every word: sigmoid(dense(h<sub>t</sub>)), how the opinion "
+                     "moves as the network reads. Look for the words where the line jumps, and at where it "
+                     "ends: the last point is the model's probability"
                      + (" (for the ensemble, the mean of the members' logits after each word)" if ins.members > 1
                         else "")
                      + (" (with two views, the mixed logit of the LSTM after each word and the n-gram view of the "
                         "words so far)" if ins.two_views is not None else "") + ".</p>")
-        parts.append(figures.add("running_verdict.png", _plot_running, words, ins.running_probability))
+        parts.append("<div id='running'></div><div class='figure-key' id='running-key'></div>")
 
-    parts.append("<h2>3. Gates and cell state</h2>")
-    parts.append(f"<p>Words x units heatmaps of the input gate i, the forget gate f, the output gate o and the "
-                 f"cell state c, for the {min(inspection.TOP_UNITS, cfg['units'])} units (of {cfg['units']}) that "
-                 f"matter most to this verdict{_each_view(cfg)}. Units are ranked by gradient times activation, "
-                 f"the sum over the words of |d logit / d h<sub>t</sub> &middot; h<sub>t</sub>|, where the "
-                 f"gradient is what reaches h<sub>t</sub> from the layer that reads it: for the layer the Dense "
-                 f"layer reads, |dense weight| x activation, the unit's share of the logit (each unit's score is "
-                 f"beside its number). Computed by the plain "
-                 f"reference LSTM (numpy_lstm/reference.py) on the model's weights"
-                 + (", for member 1 of the ensemble" if ins.members > 1 else "") + ".</p>")
-    for view in ins.views:
-        name = f"gates_layer{view.layer + 1}_{view.direction}.png"
-        parts.append(f"<h3>{_e(_view_name(view, cfg))}</h3>")
-        parts.append(figures.add(name, _plot_gates, words, view))
+    parts.append("<h2>3. Gates, candidate, cell state and output of every unit</h2>")
+    parts.append(f"<p>Words x units heatmaps of one step's quantities (reference.py's names): the input gate "
+                 f"i, the forget gate f, the candidate g, the output gate o, the cell state c and the output "
+                 f"h = o tanh(c), for all {cfg['units']} units{_each_view(cfg)}; the buttons choose the quantity. "
+                 f"Rows are ranked by importance to this verdict, gradient times activation: the sum over the "
+                 f"words of |d logit / d h<sub>t</sub> &middot; h<sub>t</sub>|, where the gradient is what reaches "
+                 f"h<sub>t</sub> from the layer that reads it (for the layer the Dense layer reads, |dense weight| "
+                 f"x activation, the unit's share of the logit). Look at the top rows' h and c: a unit that tracks "
+                 f"the sentiment changes sign at the words that carry it, and its forget gate f near 1 is what "
+                 f"lets it hold that value over the words that follow. Click a row to follow one unit: the line "
+                 f"chart under the heatmap gives all six of its quantities. Computed by the plain reference LSTM "
+                 f"(numpy_lstm/reference.py) on the model's weights{of_member}.</p>")
+    for j, view in enumerate(ins.views):
+        parts.append(f"<h3>{escape(_view_name(view, cfg))}</h3><div class='states' id='states-{j}'></div>")
 
     parts.append("<h2>4. Word attributions</h2>")
     parts.append("<p>Integrated gradients on the embedded vectors: each word's share of logit(review) - "
                  "logit(baseline), the baseline being the review with every word's vector set to zero"
                  + (" (the padding left as it is)" if padding else "") + ", integrated over the straight path "
                  f"between them by the trapezoidal rule ({ins.ig_steps} steps). Occlusion, a second view: the "
-                 "logit minus the logit of the review without that word."
+                 "logit minus the logit of the review without that word. Where the two disagree, the word's "
+                 "effect depends on its neighbours."
                  + (" For the ensemble, the mean of the members' attributions: the attributions of the mean "
                     "logit." if ins.members > 1 else "")
                  + (" With two views, a word's attribution is a times its integrated gradients in the LSTM plus "
@@ -100,53 +79,62 @@ def write_report(ins, out_dir, run_dir):
                     "of its occurrences; the baseline, a review without words, has no grams); the table in "
                     "section 1 gives both parts." if ins.two_views is not None else "") + "</p>")
     parts.append(_completeness(ins))
-    parts.append(figures.add("attributions.png", _plot_attributions, words, ins.attributions, ins.occlusion))
+    parts.append("<h3>Integrated gradients</h3><div id='attributions'></div>"
+                 "<h3>Occlusion</h3><div id='occlusion'></div>")
 
     parts.append("<h2>5. Gradient through time</h2>")
     parts.append("<p>The norms of d logit / d c<sub>t</sub> (each layer and direction) and of d logit / d "
-                 "x<sub>t</sub> (the word vectors) at every step, on a log scale: where the gradient that "
-                 "trains the network fades. " + (
-                     f"The shaded steps are the {padding} padding steps the unmasked model reads before the "
-                     "first word: they cost time forwards and backwards and carry no word, and the curves show how "
-                     "much gradient still reaches them. " if padding else "")
-                 + ("Member 1 of the ensemble. " if ins.members > 1 else "")
-                 + "Values below float32's smallest normal number show as gaps (the model's loops flush "
-                   "them to zero).</p>")
-    parts.append(figures.add("gradient_through_time.png", _plot_gradients, ins))
-    return _write_page(out_dir, "report.html", "numpy-lstm inspect", parts, figures)
+                 "x<sub>t</sub> (the word vectors) at every step, on a log scale: how much of the gradient that "
+                 "trains the network reaches each step. Look at how fast it falls from the last word back to the "
+                 "first. " + (
+                     f"The grey steps are the {padding} padding steps the unmasked model reads before the first "
+                     "word, drawn narrow: they cost time forwards and backwards and carry no word. " if padding
+                     else "")
+                 + member + " A norm of exactly 0 leaves a gap in its line: no gradient reaches that step (with "
+                   "max pooling a unit passes none to the steps it reads after its maximum; the model's float32 "
+                   "loops also flush values below the smallest normal number to zero).</p>")
+    parts.append("<div id='gradients'></div><div class='figure-key' id='gradients-key'></div>")
+    return write_page(os.path.join(out_dir, "report.html"), "numpy-lstm inspect", parts, _figure_data(ins))
+
+
+def _figure_data(ins):
+    """The numbers numpy_lstm/static/inspect.js draws (see write_report)."""
+    n = len(ins.attributions)
+    series = [{"label": "d logit / d c_t" + _view_suffix(view, ins.model_config),
+               "values": numbers(np.linalg.norm(view.dc, axis=1))} for view in ins.views]
+    series.append({"label": "d logit / d x_t (word vectors)", "values": numbers(ins.dx_norm), "dashed": True})
+    return {"words": ins.reading.tokens, "steps": len(ins.ids),
+            "running": None if ins.running_probability is None else numbers(ins.running_probability),
+            "attributions": numbers(ins.attributions), "occlusion": numbers(ins.occlusion), "gradients": series,
+            "views": [{"units": len(view.score), "score": numbers(view.score),
+                       "states": {name: float32_base64(getattr(view, name)[-n:]) for name in STATES}}
+                      for view in ins.views]}
 
 
 def write_errors_report(items, out_dir, run_dir, total):
     """Write out_dir/errors.html: items, a list of (Inspection, label, test index), most confident
     error first, out of `total` test reviews. Returns the page's path."""
-    parts = [f"<h1>The test reviews {_e(run_dir)} gets most confidently wrong</h1>",
-             (f"<p>{len(items)} of the {total} official test reviews, the most confident error first. Words "
-              "are coloured by their integrated-gradients attribution (green: towards positive, red: towards "
-              "negative; grey: never read; each review's strongest word has the strongest colour); hover "
-              "over a word for its numbers.</p>")]
+    parts = [f"<h1>The test reviews {escape(run_dir)} gets most confidently wrong</h1>",
+             f"<p>{len(items)} of the {total} official test reviews, the most confident error first, each as its "
+             "author wrote it. The words the model read are coloured by their integrated-gradients attribution "
+             "(green: towards positive, red: towards negative; each review's strongest word has the strongest "
+             "colour); grey words never reached the model (stopwords, unknown words, words cut by maxlen). "
+             "Hover over a word for its numbers.</p>"]
     if not items:
         parts.append("<p>The model gets every test review right.</p>")
     for rank, (ins, label, index) in enumerate(items, start=1):
         truth = "positive" if label == 1 else "negative"
-        parts.append(f"<h2>{rank}. Test review {index}: {truth}, P(positive) = {ins.probability:.4f}</h2>")
-        parts.append(_review_html(ins))
+        parts.append(f"<h2>{rank}. Test review {index}: true label: {truth}; the model: P(positive) = "
+                     f"{_probability(ins.probability)}</h2>")
+        parts += [colour_scale(ins.attributions), review_html(ins.reading, ins.text, ins.attributions, ins.occlusion)]
         parts.append(_completeness(ins))
         parts.append(_top_words_table(ins, k=5))
-    return _write_page(out_dir, "errors.html", "numpy-lstm inspect --errors", parts, _Figures(out_dir))
+    return write_page(os.path.join(out_dir, "errors.html"), "numpy-lstm inspect --errors", parts)
 
 
-def _write_page(out_dir, name, title, parts, figures):
-    if figures.missing:
-        parts.insert(1, "<p class='note'>The figures need matplotlib: pip install 'numpy-lstm[plot]'.</p>")
-    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
-            f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
-    path = os.path.join(out_dir, name)
-    write_text(path, page)
-    return path
-
-
-def _e(text):
-    return html.escape(str(text), quote=True)
+def _probability(p):
+    """Two decimals, four near 0 and 1 (where two would say 0.00 or 1.00)."""
+    return f"{p:.2f}" if 0.01 <= p <= 0.99 else f"{p:.4f}"
 
 
 def _verdict(ins):
@@ -183,6 +171,11 @@ def _each_view(cfg):
     return ""
 
 
+def _view_suffix(view, cfg):
+    suffix = f", layer {view.layer + 1}" if cfg["num_layers"] > 1 else ""
+    return suffix + (f", {view.direction}" if cfg["bidirectional"] else "")
+
+
 def _view_name(view, cfg):
     name = f"Layer {view.layer + 1}" if cfg["num_layers"] > 1 else "The LSTM"
     if cfg["bidirectional"]:
@@ -192,38 +185,12 @@ def _view_name(view, cfg):
     return name
 
 
-def _color(a, scale):
-    strength = min(1.0, abs(a) / scale) if scale > 0 else 0.0
-    rgb = "26,152,80" if a > 0 else "215,48,39"
-    return f"rgba({rgb},{0.85 * strength:.3f})"
-
-
-def _review_html(ins):
-    """The cleaned review, each word read coloured by its attribution, the others greyed."""
-    reading = ins.reading
-    scale = float(np.max(np.abs(ins.attributions), initial=0.0))
-    read_at = {int(k): j for j, k in enumerate(reading.positions)}
-    spans = []
-    for k, (word, status) in enumerate(zip(reading.words, reading.status)):
-        if k in read_at:
-            j = read_at[k]
-            a, occ = ins.attributions[j], ins.occlusion[j]
-            title = (f"{_STATUS_TITLE[status]} (id {reading.word_ids[k]}): attribution {a:+.4f}, "
-                     f"occlusion {occ:+.4f}")
-            css = "word unknown" if status == inspection.UNKNOWN else "word"
-            spans.append(f"<span class='{css}' style='background:{_color(a, scale)}' title='{_e(title)}'>"
-                         f"{_e(word)}</span>")
-        else:
-            spans.append(f"<span class='word dropped' title='{_e(_STATUS_TITLE[status])}'>{_e(word)}</span>")
-    return "<div class='review'>" + " ".join(spans) + "</div>"
-
-
 def _top_words_table(ins, k=8):
     """The words with the largest attributions either way, with both views' numbers."""
     a, words = ins.attributions, ins.reading.tokens
     order = np.argsort(-np.abs(a), kind="stable")[:k]
     shares = None if ins.two_views is None else ins.two_views.attributions
-    rows = "".join(f"<tr><td>{_e(words[j])}</td><td>{j + 1}</td><td>{a[j]:+.4f}</td>"
+    rows = "".join(f"<tr><td>{escape(words[j])}</td><td>{j + 1}</td><td>{a[j]:+.4f}</td>"
                    + ("" if shares is None else f"<td>{a[j] - shares[j]:+.4f}</td><td>{shares[j]:+.4f}</td>")
                    + f"<td>{ins.occlusion[j]:+.4f}</td></tr>" for j in order)
     views = "" if shares is None else "<th>of which the LSTM view</th><th>of which the n-gram view</th>"
@@ -233,134 +200,9 @@ def _top_words_table(ins, k=8):
 
 def _completeness(ins):
     change = ins.logit - ins.baseline_logit
-    ok = ins.completeness_error < inspection.TOLERANCE
+    ok = ins.completeness_error < TOLERANCE
     verdict = ("under 1%" if ok else "<span class='bad'>above 1%: the path needs more steps than "
-               f"{inspection.MAX_STEPS}</span>")
+               f"{MAX_STEPS}</span>")
     return (f"<p>Completeness: the attributions add up to {ins.attributions.sum():+.5f}; logit(review) - "
             f"logit(baseline) = {ins.logit:+.5f} - ({ins.baseline_logit:+.5f}) = {change:+.5f}; relative error "
             f"{ins.completeness_error:.2e}, {verdict} ({ins.ig_steps} steps).</p>")
-
-
-class _Figures:
-    """PNG figures written into out_dir and embedded in the page."""
-
-    def __init__(self, out_dir):
-        self.out_dir = out_dir
-        self.missing = False
-
-    def add(self, name, draw, *args):
-        """draw(plt, *args) -> a matplotlib Figure; returns the <img> tag ("" without matplotlib)."""
-        plt = _pyplot()
-        if plt is None:
-            self.missing = True
-            return ""
-        fig = draw(plt, *args)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90)
-        plt.close(fig)
-        png = buffer.getvalue()
-        with atomic_path(os.path.join(self.out_dir, name)) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(png)
-        data = base64.b64encode(png).decode("ascii")
-        return f"<div class='figure'><img alt='{_e(name)}' src='data:image/png;base64,{data}'></div>"
-
-
-def _pyplot():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def _width(n):
-    """Figure width (inches) for n words along the x axis."""
-    return min(max(7.0, 0.16 * n + 2.0), 30.0)
-
-
-def _word_axis(ax, words):
-    """Words as the x tick labels (every k-th one when there are many)."""
-    every = max(1, math.ceil(len(words) / 150))
-    ticks = np.arange(0, len(words), every)
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([words[j] for j in ticks], rotation=90, fontsize=8)
-    ax.set_xlim(-0.5, len(words) - 0.5)
-
-
-def _plot_running(plt, words, probability):
-    fig, ax = plt.subplots(figsize=(_width(len(words)), 3.2))
-    ax.plot(np.arange(len(words)), probability, "-", color="#333", lw=1.2)
-    ax.scatter(np.arange(len(words)), probability, c=probability, cmap="RdYlGn", vmin=0, vmax=1, s=14, zorder=3)
-    ax.axhline(0.5, color="#999", lw=0.8, ls="--")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("P(positive)\nafter the word")
-    _word_axis(ax, words)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def _plot_gates(plt, words, view):
-    n = len(words)
-    units = view.top_units()
-    panels = (("input gate i", view.i, "viridis", 0, 1), ("forget gate f", view.f, "viridis", 0, 1),
-              ("output gate o", view.o, "viridis", 0, 1))
-    limit = float(np.max(np.abs(view.c[-n:, units]), initial=1e-12))
-    panels += (("cell state c", view.c, "RdBu_r", -limit, limit),)
-    fig, axes = plt.subplots(4, 1, figsize=(_width(n) + 1.0, 1.2 + 4 * (0.22 * len(units) + 0.5)), sharex=True)
-    for ax, (title, values, cmap, lo, hi) in zip(axes, panels):
-        image = ax.imshow(values[-n:, units].T, aspect="auto", cmap=cmap, vmin=lo, vmax=hi,
-                          interpolation="nearest")
-        ax.set_yticks(np.arange(len(units)))
-        ax.set_yticklabels([f"unit {u} ({view.score[u]:.2f})" for u in units], fontsize=7)
-        ax.set_title(title, fontsize=9, loc="left")
-        fig.colorbar(image, ax=ax, pad=0.01, fraction=0.03)
-    _word_axis(axes[-1], words)
-    fig.tight_layout()
-    return fig
-
-
-def _plot_attributions(plt, words, attributions, occlusion):
-    fig, axes = plt.subplots(2, 1, figsize=(_width(len(words)), 5.2), sharex=True)
-    x = np.arange(len(words))
-    for ax, values, title in ((axes[0], attributions, "integrated gradients"),
-                              (axes[1], occlusion, "occlusion: logit minus logit without the word")):
-        ax.bar(x, values, color=np.where(values > 0, "#1a9850", "#d73027"), width=0.8)
-        ax.axhline(0, color="#666", lw=0.6)
-        ax.set_title(title, fontsize=9, loc="left")
-        ax.grid(axis="y", alpha=0.3)
-    _word_axis(axes[1], words)
-    fig.tight_layout()
-    return fig
-
-
-def _plot_gradients(plt, ins):
-    T, n = len(ins.ids), len(ins.attributions)
-    cfg = ins.model_config
-    steps = np.arange(1, T + 1)
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for view in ins.views:
-        label = "d logit / d c_t"
-        if cfg["num_layers"] > 1:
-            label += f", layer {view.layer + 1}"
-        if cfg["bidirectional"]:
-            label += f", {view.direction}"
-        ax.plot(steps, _positive(np.linalg.norm(view.dc, axis=1)), lw=1.2, label=label)
-    ax.plot(steps, _positive(ins.dx_norm), lw=1.2, color="k", ls="--", label="d logit / d x_t (word vectors)")
-    if T > n:
-        ax.axvspan(0.5, T - n + 0.5, color="#ddd", zorder=0, label="padding")
-    ax.set_yscale("log")
-    ax.set_xlabel("step t" + (f" (the words are steps {T - n + 1}-{T})" if T > n else ""))
-    ax.set_ylabel("norm")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _positive(values):
-    """Zeros as NaN: gaps on a log scale rather than a warning."""
-    return np.where(values > 0, values, np.nan)

@@ -115,6 +115,41 @@ def preprocess_reviews(texts, keep_negations=False, keep_stopwords=False, punctu
     return cleaned
 
 
+def word_spans(text, punctuation=False):
+    """Where the words of `preprocess_reviews([text], keep_stopwords=True, punctuation=...)` come
+    from: a list of (word, start, end), text[start:end] the characters it was made of ("dont"
+    from "don't", "<br" from "<br />").
+
+    The cleaning's steps again, each character carrying its place in text. The words are
+    preprocess_reviews' own unless lower-casing changes a character's length ("İ"), where
+    lower-casing each character alone may differ from lower-casing the text: callers compare.
+    """
+    lower = text.lower()
+    if len(lower) == len(text):
+        places = range(len(text))
+    else:
+        lower = "".join(ch.lower() for ch in text)
+        places = [k for k, ch in enumerate(text) for _ in ch.lower()]
+    chars, where = [], []
+    for ch, k in zip(lower, places):
+        if ch == "'" or (not punctuation and _DELETE.match(ch)):
+            continue
+        spaced = (" ", ch, " ") if punctuation and _MARKS.match(ch) else (ch,)
+        chars.extend(spaced)
+        where.extend([k] * len(spaced))
+    # A pair of breaks becomes as many spaces as it had characters: the places stay aligned, and
+    # the extra empty tokens are dropped as the cleaning drops them.
+    cleaned = _BR_PAIR.sub(lambda m: " " * len(m.group()), "".join(chars)).replace("-", " ").replace("/", " ")
+    spans = []
+    for token in re.finditer(r"[^ ]+", cleaned):
+        word = token.group().strip()
+        if word in _ALWAYS_DROPPED:
+            continue
+        first = token.start() + token.group().index(word)
+        spans.append((word, where[first], where[first + len(word) - 1] + 1))
+    return spans
+
+
 def _tokens(text):
     """The words of a cleaned text; none for "" (where `split` would give one empty word)."""
     return text.split(" ") if text else []
