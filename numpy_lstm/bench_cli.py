@@ -9,8 +9,8 @@ import errno
 import json
 import numbers
 import os
+import shlex
 import stat
-import sys
 
 from . import bench_report
 from .bench_torch import TorchMissing, TorchProcess
@@ -72,7 +72,7 @@ def cmd_bench(args):
     machine = describe()
     torches, torch_info, missing = start_torch()
     try:
-        result = {RESULT_KEY: RESULT_FORMAT, "command": "numpy-lstm bench " + " ".join(sys.argv[2:]),
+        result = {RESULT_KEY: RESULT_FORMAT, "command": command_text(args),
                   "machine": machine, "torch": torch_info, "torch_missing": missing}
         peak_size = 256 if args.quick else 2048
         result.update(repeats=repeats, peak_size=peak_size, peak_gflops=matmul_peak(repeats, peak_size))
@@ -97,6 +97,18 @@ def cmd_bench(args):
         check_replaceable(args.plot, "--plot", is_plot_file)
         with atomic_path(args.plot) as tmp:
             bench_report.draw(result, tmp)
+
+
+def command_text(args):
+    """The command line that ran the bench, from its parsed flags."""
+    words = ["numpy-lstm", "bench"]
+    for name in ("shapes", "sweep", "repeats", "json", "plot", "compare", "quick"):
+        value = getattr(args, name)
+        if value is True:
+            words.append(f"--{name}")
+        elif value not in (None, False):
+            words += [f"--{name}", shlex.quote(str(value))]
+    return " ".join(words)
 
 
 def start_torch():
@@ -167,10 +179,11 @@ def read_bytes(path, flag, limit, whole=True):
     except OSError as e:
         why = "is a symbolic link, which the bench does not follow" if e.errno == errno.ELOOP else e.strerror
         raise NumpyLSTMError(f"{flag} {path}: {why}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NumpyLSTMError(f"{flag} {path} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise NumpyLSTMError(f"{flag} {path} is not a regular file")
         if whole and info.st_size > limit:
             raise NumpyLSTMError(f"{flag} {path} is {info.st_size:,} bytes, more than a bench result holds")
         try:
