@@ -6,7 +6,6 @@ targets for docs/performance.md, and the plot.
 A result is the JSON the bench writes (`benchmark.run` plus "machine" and "torch"); every figure
 here is read from it, none typed in.
 """
-import json
 import sys
 
 from .machine import summary
@@ -151,7 +150,11 @@ def draw(result, path):
 
 
 if __name__ == "__main__":
+    from .bench_cli import read_result
+    from .errors import NumpyLSTMError
     if len(sys.argv) != 2:
         sys.exit("usage: python -m numpy_lstm.bench_report RESULT.json")
-    with open(sys.argv[1], encoding="utf-8") as f:
-        print(targets_markdown(json.load(f)))
+    try:
+        print(targets_markdown(read_result(sys.argv[1], "RESULT.json")))
+    except NumpyLSTMError as e:
+        sys.exit(f"numpy_lstm.bench_report: error: {e}")
