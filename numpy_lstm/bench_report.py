@@ -6,6 +6,7 @@ targets for docs/performance.md, and the plot.
 A result is the JSON the bench writes (`benchmark.run` plus "machine" and "torch"); every figure
 here is read from it, none typed in.
 """
+import os
 import sys
 
 from .machine import summary
@@ -155,6 +156,9 @@ if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python -m numpy_lstm.bench_report RESULT.json")
     try:
-        print(targets_markdown(read_result(sys.argv[1], "RESULT.json")))
+        print(targets_markdown(read_result(sys.argv[1], "RESULT.json")), flush=True)
     except NumpyLSTMError as e:
         sys.exit(f"numpy_lstm.bench_report: error: {e}")
+    except BrokenPipeError:           # its reader is gone (| head): end quietly, as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
