@@ -60,8 +60,9 @@ def footer_lines(result):
     rows = result["shapes"]
     cores = sorted({row["ours_cores"] for row in rows})
     lines = [f"ours: numpy_lstm.LSTM on {'/'.join(map(str, cores))} cores; spread: its least and most of the rounds; "
-             "floor: the recurrent matmul each way, a tanh over the gates and one over c_t, per step, the "
-             "fastest way one process or a split of the rows runs them (see docs/performance.md)"]
+             "floor: the calls each step's recurrence forces (the recurrent matmul and 4 element-wise calls "
+             "forward, the matmul and 2 backward), the fastest way one process or a split of the rows runs them "
+             "(docs/performance.md)"]
     lines.append(f"(took {result['seconds']:.0f} s)")
     return lines
 
