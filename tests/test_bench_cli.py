@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from numpy_lstm import bench_report
-from numpy_lstm.bench_cli import PNG_MARK, RESULT_KEY
+from numpy_lstm.bench_cli import PNG_MARK, RESULT_KEY, read_result
 from numpy_lstm.benchmark import QUICK, SWEEP, core_counts, floor_cases, target, time_interleaved
 from numpy_lstm.cli import main
 
@@ -222,3 +222,5 @@ def test_performance_doc_holds_the_recorded_sweeps_table():
     assert bench_report.targets_markdown(result) in doc
     assert [tuple(row["shape"]) for row in result["shapes"]] == SWEEP
     assert (ROOT / "docs" / "performance" / "sweep.png").read_bytes().startswith(b"\x89PNG")
+    shared = read_result(ROOT / "docs" / "performance" / "sweep-shared.json", "sweep-shared.json")
+    assert [tuple(row["shape"]) for row in shared["shapes"]] == SWEEP
