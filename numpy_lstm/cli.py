@@ -13,6 +13,7 @@ import sys
 import typing
 
 from . import __version__
+from .bench_cli import add_bench_parser, cmd_bench
 from .config import RECIPES, TrainConfig, recipe_config
 from .engine import start_workers
 from .errors import NumpyLSTMError
@@ -122,6 +123,7 @@ def build_parser():
     p.add_argument("--data", metavar="PATH", help="dataset to evaluate on (default: the run's)")
     p.add_argument("--limit", type=int, metavar="N", help="a seeded, balanced subset of N test reviews")
     add_inspect_parser(subparsers)
+    add_bench_parser(subparsers)
     return parser
 
 
@@ -141,6 +143,8 @@ def main(argv=None):
             cmd_predict(args)
         elif args.command == "inspect":
             cmd_inspect(args)
+        elif args.command == "bench":
+            cmd_bench(args)
         else:
             cmd_evaluate(args)
     except NumpyLSTMError as e:
