@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Rerun every recipe and seed that docs/results.md reports, then rebuild its tables.
+# Rerun every recipe and seed that docs/results.md reports, then record them and rebuild its tables.
 #
-# Expected duration on 2 cores, the machine otherwise quiet: about 2 hours in all
-# (tutorial 3 x 1.5 min, tuned 3 x 0.5 min, full 3 x 8 min, semi 6 x 10-17 min).
-# Finished runs (their metrics.json exists) are skipped, so an interrupted rerun continues
-# where it stopped; an unfinished one is resumed from its checkpoint.
+# Expected duration on 2 cores: about 2 hours in all. Whole runs took, on a 2-core machine shared
+# with other work: tutorial 3 x 0.5-0.7 min, tuned 3 x 0.5 min, full 3 x 5 min, semi 6 x 10-17 min.
 #
 #     bash tools/rerun_results.sh [RUNS_DIR]      # default: runs/results
 #
-# Then `python tools/results.py --record RUNS_DIR` copies each run's small files
-# (config.json, metrics.json, history.csv) into results/runs/ and rewrites the tables.
+# Finished runs (their metrics.json exists) are skipped, so an interrupted rerun continues where
+# it stopped; an unfinished one is resumed from its checkpoint. After a change to a recipe or to
+# the engine's rounding, start from an empty RUNS_DIR: a finished run of the old code would be
+# skipped, and then refused by the recording step if its settings are no longer its recipe's.
+#
+# The last step, `python tools/results.py --record RUNS_DIR`, copies each run's small files
+# (config.json, metrics.json, history.csv) into results/runs/ and rewrites the tables; commit them.
 set -euo pipefail
 runs="${1:-runs/results}"
 mkdir -p "$runs"

@@ -24,7 +24,7 @@ import sys
 
 import numpy as np
 
-from numpy_lstm import RECIPES, TrainConfig, recipe_config
+from numpy_lstm import RECIPES, NumpyLSTMError, TrainConfig, recipe_config
 from numpy_lstm.fileio import write_text
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -67,6 +67,8 @@ def load_run(path):
     """{"name", "config", "metrics"} of a run directory or a recorded run."""
     path = pathlib.Path(path)
     run = {"name": path.name, "config": read_json(path / "config.json"), "metrics": read_json(path / "metrics.json")}
+    if not isinstance(run["config"], dict) or not isinstance(run["metrics"], dict):
+        raise Problem(f"{path}: config.json and metrics.json must each hold a JSON object")
     for key in ("recipe", "seed", "val_accuracy", "test_accuracy", "test_n", "val_n", "train_seconds"):
         if key not in run["metrics"]:
             raise Problem(f"{path / 'metrics.json'} has no {key!r}")
@@ -90,7 +92,10 @@ def not_its_recipe(run):
     metrics = run["metrics"]
     if metrics["recipe"] not in RECIPES:
         return f"recipe {metrics['recipe']!r} is not one of the package's"
-    expected = dataclasses.asdict(recipe_config(metrics["recipe"], seed=metrics["seed"]))
+    try:
+        expected = dataclasses.asdict(recipe_config(metrics["recipe"], seed=metrics["seed"]))
+    except NumpyLSTMError as e:
+        return str(e)
     actual = {**dataclasses.asdict(TrainConfig()), **run["config"]}      # an older run lacks newer settings
     differ = [f"{key}: {actual.get(key)!r} ({expected.get(key)!r})" for key in sorted({*expected, *actual})
               if key not in IGNORED_SETTINGS and actual.get(key) != expected.get(key)]
