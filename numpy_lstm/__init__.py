@@ -4,7 +4,7 @@ from .data import ImdbData, load_imdb, train_test_split
 from .engine import get_num_threads, set_num_threads
 from .errors import NumpyLSTMError
 from .gradcheck import check_gradient, numerical_gradient, relative_error
-from .inspect import inspect_review, integrated_gradients
+from .inspection import inspect_review, integrated_gradients
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
 from .losses import binary_crossentropy
 from .model import Ensemble, SentimentLSTM

@@ -2,46 +2,30 @@
 
 Each TrainConfig field carries its own help text, group, choices or range (`setting`), and
 everything else reads them from there: `numpy-lstm train` makes one flag per field
-(`--num-layers` for num_layers), `TrainConfig.validate` checks every field, and SentimentLSTM
-checks its sizes, rates and pooling with `check_settings`.
+(`--num-layers` for num_layers) and `TrainConfig.validate` checks every field. The rules
+themselves are numpy_lstm/checks.py's, which the model and the data use too.
 
 A setting added to TrainConfig defaults to what runs did before it existed, so that an older
 run's config.json, which lacks it, still describes that run (RunDir.load_config fills it in).
 """
 import dataclasses
 import typing
-from typing import Callable, Optional
+from typing import Optional
 
-import numpy as np
-
+from .checks import (
+    COUNT,
+    FRACTION,
+    GRAM_LENGTH,
+    IMPLEMENTATIONS,
+    OFF_OR_POSITIVE,
+    POOLINGS,
+    POSITIVE,
+    POSITIVE_INTEGER,
+    RATE,
+    VOCAB_SIZE,
+    check,
+)
 from .errors import NumpyLSTMError
-from .layers import IMPLEMENTATIONS
-
-
-def _integer(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _real(value):
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class Rule:
-    """The values a setting may take: `allows(value)`, described by `words` ("must be <words>")."""
-
-    words: str
-    allows: Callable[[object], bool]
-
-
-POSITIVE_INTEGER = Rule("a positive integer", lambda v: _integer(v) and v >= 1)
-VOCAB_SIZE = Rule("at least 3 (ids 0 and 1 are reserved)", lambda v: _integer(v) and v >= 3)
-POSITIVE = Rule("positive", lambda v: _real(v) and v > 0)
-OFF_OR_POSITIVE = Rule("0 (off) or positive", lambda v: _real(v) and v >= 0)
-COUNT = Rule("0 or a positive integer", lambda v: _integer(v) and v >= 0)
-RATE = Rule("in [0, 1)", lambda v: _real(v) and 0 <= v < 1)
-FRACTION = Rule("between 0 and 1", lambda v: _real(v) and 0 < v < 1)
-GRAM_LENGTH = Rule("0 (off), 1, 2 or 3", lambda v: _integer(v) and 0 <= v <= 3)
 
 
 def setting(default, help, group, rule=None, choices=None, metavar=None, aliases=(), recipe_values=True):
@@ -111,7 +95,7 @@ class TrainConfig:
         0.0, "drop whole tokens (their embedding vectors) during training", "model", RATE, metavar="RATE")
     pooling: str = setting(
         "last", "what the output layer reads: the last LSTM state, or the mean / max over time", "model",
-        choices=("last", "mean", "max"))
+        choices=POOLINGS)
     num_layers: int = setting(1, "stacked LSTMs", "model", POSITIVE_INTEGER, metavar="N", aliases=("--layers",))
     bidirectional: bool = setting(False, "read each review forward and backward", "model")
     implementation: str = setting(
@@ -189,28 +173,11 @@ FIRST_SETTINGS = ("recipe", "data", "per_class", "val_split", "keep_negations", 
                   "test_limit")
 
 
-def _either(choices):
-    return ", ".join(choices[:-1]) + " or " + choices[-1]
-
-
 def check_setting(name, value):
     """Raise a one-line NumpyLSTMError unless `value` is allowed for the TrainConfig field `name`."""
     field = SETTINGS[name]
     meta = field.metadata
-    if value is None and type(None) in typing.get_args(field.type):
-        return
-    if isinstance(value, (float, np.floating)) and not np.isfinite(value):   # ints are always finite
-        raise NumpyLSTMError(f"{name} must be a finite number, got {value!r}")
-    if meta.get("rule") and not meta["rule"].allows(value):
-        raise NumpyLSTMError(f"{name} must be {meta['rule'].words}, got {value!r}")
-    if meta.get("choices") and value not in meta["choices"]:
-        raise NumpyLSTMError(f"{name} must be {_either(meta['choices'])}, got {value!r}")
-
-
-def check_settings(**values):
-    """check_setting for each name=value (the model checks its sizes and rates with this)."""
-    for name, value in values.items():
-        check_setting(name, value)
+    check(name, value, meta.get("rule"), meta.get("choices"), optional=type(None) in typing.get_args(field.type))
 
 
 # The tutorial as written, our best recipe on the same 1,000 reviews, that recipe with the text of the

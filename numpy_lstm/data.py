@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .config import check_setting
+from .checks import POSITIVE_INTEGER, check
 from .errors import MissingSplitError, NumpyLSTMError
 from .fileio import WriteError, atomic_path, refused_as_write_error, write_text
 from .progress import download_bar
@@ -86,7 +86,7 @@ def load_imdb(source=None, split="train", per_class=None):
     """
     if split not in SPLITS:
         raise NumpyLSTMError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    check_setting("per_class", per_class)
+    check("per_class", per_class, POSITIVE_INTEGER, optional=True)
     path = find_data(source)
     if os.path.isfile(path):
         reviews = _read_archive_cached(path, SPLITS[split])

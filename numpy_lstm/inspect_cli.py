@@ -5,7 +5,7 @@ import sys
 
 from .data import load_imdb
 from .errors import MissingSplitError, NumpyLSTMError
-from .inspect import confident_errors, inspect_review
+from .inspection import confident_errors, inspect_review
 from .report import write_errors_report, write_report
 from .rundir import RunDir
 from .text import standard_input_text, user_text

@@ -10,9 +10,8 @@ Shapes: B batch, T time steps, E embedding width, H LSTM units, V vocabulary siz
 import numpy as np
 
 from . import engine, reference
+from .checks import IMPLEMENTATIONS
 from .initializers import glorot_uniform, orthogonal
-
-IMPLEMENTATIONS = ("fast", "reference")     # of the LSTM: the engine, or the plain equations
 
 
 class Embedding:

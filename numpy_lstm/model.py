@@ -4,7 +4,7 @@ import zipfile
 
 import numpy as np
 
-from .config import check_settings
+from .checks import IMPLEMENTATIONS, POOLINGS, POSITIVE_INTEGER, RATE, VOCAB_SIZE, check
 from .errors import NumpyLSTMError
 from .fileio import atomic_path
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
@@ -42,9 +42,14 @@ class SentimentLSTM:
     def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
                  pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None,
                  recurrent_dropout=0.0, word_dropout=0.0, implementation="fast"):
-        check_settings(vocab_size=vocab_size, embed_dim=embed_dim, units=units, num_layers=num_layers, dropout=dropout,
-                       recurrent_dropout=recurrent_dropout, word_dropout=word_dropout, pooling=pooling,
-                       implementation=implementation)
+        check("vocab_size", vocab_size, VOCAB_SIZE)
+        for name, value in (("embed_dim", embed_dim), ("units", units), ("num_layers", num_layers)):
+            check(name, value, POSITIVE_INTEGER)
+        for name, value in (("dropout", dropout), ("recurrent_dropout", recurrent_dropout),
+                            ("word_dropout", word_dropout)):
+            check(name, value, RATE)
+        check("pooling", pooling, choices=POOLINGS)
+        check("implementation", implementation, choices=IMPLEMENTATIONS)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
@@ -119,7 +124,7 @@ class SentimentLSTM:
 
     def forward_vectors(self, x, mask=None, rng=None):
         """The model after its embedding: vectors x (B, T, E), mask bool (B, T) or None ->
-        (logits (B,), cache). What attributions differentiate (`numpy_lstm.inspect`)."""
+        (logits (B,), cache). What attributions differentiate (`numpy_lstm.inspection`)."""
         h, word_cache = self.word_dropout.forward(x, rng)
         rnn_caches = []
         for dropout, rnn in zip(self.dropouts, self.rnns):

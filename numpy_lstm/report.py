@@ -1,4 +1,4 @@
-"""The pages of `numpy-lstm inspect`: self-contained HTML drawn from `numpy_lstm.inspect`'s arrays.
+"""The pages of `numpy-lstm inspect`: self-contained HTML drawn from `numpy_lstm.inspection`'s arrays.
 
 One file per page, opened straight from disk: styles in the page, figures embedded as base64
 PNGs (and written beside the page too), no JavaScript, nothing fetched from the network. The
@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from . import inspect
+from . import inspection
 from .fileio import atomic_path, write_text
 
 STYLE = """
@@ -34,16 +34,15 @@ td:first-child, th:first-child { text-align: left; }
 """
 
 _STATUS_TITLE = {
-    inspect.READ: "read", inspect.UNKNOWN: "read as the unknown-word id",
-    inspect.STOPWORD: "dropped: a stopword", inspect.SKIPPED: "dropped: not in the vocabulary",
-    inspect.CUT: "not read: before the last maxlen words",
+    inspection.READ: "read", inspection.UNKNOWN: "read as the unknown-word id",
+    inspection.STOPWORD: "dropped: a stopword", inspection.SKIPPED: "dropped: not in the vocabulary",
+    inspection.CUT: "not read: before the last maxlen words",
 }
 
 
-def write_report(inspection, out_dir, run_dir):
+def write_report(ins, out_dir, run_dir):
     """Write out_dir/report.html and its figures for one Inspection; returns the page's path."""
     figures = _Figures(out_dir)
-    ins = inspection
     n = len(ins.attributions)
     words = ins.reading.tokens
     cfg = ins.model_config
@@ -75,7 +74,7 @@ def write_report(inspection, out_dir, run_dir):
 
     parts.append("<h2>3. Gates and cell state</h2>")
     parts.append(f"<p>Words x units heatmaps of the input gate i, the forget gate f, the output gate o and the "
-                 f"cell state c, for the {min(inspect.TOP_UNITS, cfg['units'])} units (of {cfg['units']}) that "
+                 f"cell state c, for the {min(inspection.TOP_UNITS, cfg['units'])} units (of {cfg['units']}) that "
                  f"matter most to this verdict{_each_view(cfg)}. Units are ranked by gradient times activation, "
                  f"the sum over the words of |d logit / d h<sub>t</sub> &middot; h<sub>t</sub>|, where the "
                  f"gradient is what reaches h<sub>t</sub> from the layer that reads it: for the layer the Dense "
@@ -211,7 +210,7 @@ def _review_html(ins):
             a, occ = ins.attributions[j], ins.occlusion[j]
             title = (f"{_STATUS_TITLE[status]} (id {reading.word_ids[k]}): attribution {a:+.4f}, "
                      f"occlusion {occ:+.4f}")
-            css = "word unknown" if status == inspect.UNKNOWN else "word"
+            css = "word unknown" if status == inspection.UNKNOWN else "word"
             spans.append(f"<span class='{css}' style='background:{_color(a, scale)}' title='{_e(title)}'>"
                          f"{_e(word)}</span>")
         else:
@@ -234,9 +233,9 @@ def _top_words_table(ins, k=8):
 
 def _completeness(ins):
     change = ins.logit - ins.baseline_logit
-    ok = ins.completeness_error < inspect.TOLERANCE
+    ok = ins.completeness_error < inspection.TOLERANCE
     verdict = ("under 1%" if ok else "<span class='bad'>above 1%: the path needs more steps than "
-               f"{inspect.MAX_STEPS}</span>")
+               f"{inspection.MAX_STEPS}</span>")
     return (f"<p>Completeness: the attributions add up to {ins.attributions.sum():+.5f}; logit(review) - "
             f"logit(baseline) = {ins.logit:+.5f} - ({ins.baseline_logit:+.5f}) = {change:+.5f}; relative error "
             f"{ins.completeness_error:.2e}, {verdict} ({ins.ig_steps} steps).</p>")

@@ -11,7 +11,7 @@ import pytest
 
 from numpy_lstm import SentimentLSTM, TrainConfig, Vocabulary, check_gradient
 from numpy_lstm.cli import main
-from numpy_lstm.inspect import (
+from numpy_lstm.inspection import (
     CUT,
     READ,
     SKIPPED,
