@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Rerun every recipe and seed that docs/results.md reports, then record them and rebuild its tables.
 #
-# Expected duration on 2 cores: about 2 hours in all. Whole runs took, on a 2-core machine shared
-# with other work: tutorial 3 x 0.5-0.7 min, tuned 3 x 0.5 min, full 3 x 5 min, semi 6 x 10-17 min.
+# Expected duration on 2 cores: about 1 hour (56 minutes on a 2-core machine shared with other
+# work). Whole runs took there: tutorial 3 x 0.5-0.7 min, tuned 3 x 0.5 min, full 3 x 5-9 min,
+# semi 6 x 4-9 min.
 #
 #     bash tools/rerun_results.sh [RUNS_DIR]      # default: runs/results
 #
