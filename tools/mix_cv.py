@@ -1,6 +1,6 @@
 """Compare ways of mixing a two-view run's LSTM and n-gram view, on its held-out reviews only.
 
-    python bench/mix_cv.py runs/semi-0 runs/semi-1 runs/semi-2
+    python tools/mix_cv.py runs/semi-0 runs/semi-1 runs/semi-2
 
 A mix fitted on the held-out reviews and scored on them flatters itself, so each rule is scored by
 leave-one-film-out cross-validation: its weights are fitted on the held-out reviews of the other
