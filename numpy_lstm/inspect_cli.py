@@ -21,7 +21,9 @@ def add_inspect_parser(subparsers):
                     "test reviews the model gets most confidently wrong instead.")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the review (default: standard input)")
-    p.add_argument("--out", metavar="DIR", help="where to write the page (default: RUN_DIR/inspect)")
+    p.add_argument("--out", metavar="DIR",
+                   help="where to write the page (default: RUN_DIR/inspect); a file there by the page's name "
+                        "that numpy-lstm did not write is left alone, and the command refuses")
     p.add_argument("--json", action="store_true",
                    help="also print the numbers as one JSON object (with the states of every unit: \"states\")")
     p.add_argument("--errors", type=int, metavar="N",

@@ -11,10 +11,13 @@ import html
 import importlib.resources
 import json
 import math
+import os
 import re
+import stat
 
 import numpy as np
 
+from .errors import NumpyLSTMError
 from .fileio import write_text
 from .reading import CUT, READ, SKIPPED, STOPWORD, UNKNOWN
 
@@ -62,11 +65,36 @@ def write_page(path, title, parts, data=None):
         scripts = (json_script("inspect-data", data) + "\n<script>\n" + code + "</script>\n"
                    "<noscript><p class='bad'>The figures of this page are drawn by its JavaScript: allow scripts "
                    "for this file to see them.</p></noscript>\n")
-    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+    page = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>{GENERATOR}<title>{escape(title)}</title>"
             f"<style>\n{static('inspect.css')}</style></head><body>\n" + "\n".join(parts) + "\n" + scripts
             + "</body></html>\n")
+    refuse_unless_ours(path)
     write_text(path, page)
     return path
+
+
+# The mark of a page numpy-lstm wrote, in its first bytes: a page is replaced only if it has it
+# (or the title every earlier page had), so that `--out` on a folder of the user's can never
+# overwrite a file of theirs that happens to be called report.html.
+GENERATOR = "<meta name='generator' content='numpy-lstm'>"
+EARLIER_MARK = "<title>numpy-lstm inspect"
+
+
+def refuse_unless_ours(path):
+    """Raise NumpyLSTMError if `path` exists and is not a page numpy-lstm wrote: a link, a folder,
+    a FIFO, or a file without the page's mark in its first 1 KB."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    ours = False
+    if stat.S_ISREG(info.st_mode):
+        with open(path, "rb") as f:
+            head = f.read(1024).decode("utf-8", "replace")
+        ours = GENERATOR in head or EARLIER_MARK in head
+    if not ours:
+        raise NumpyLSTMError(f"{path} exists and is not a page numpy-lstm wrote; it is left as it is: "
+                             "choose another --out")
 
 
 def _colour(a, scale):

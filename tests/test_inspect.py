@@ -313,6 +313,33 @@ def test_bad_input_gets_one_line(args, message, runs, tmp_path):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("kind", ["file", "link", "folder"])
+@pytest.mark.parametrize("errors", [False, True])
+def test_a_page_of_the_users_is_never_replaced(kind, errors, runs, tmp_path):
+    """--out on a folder of the user's: a report.html (errors.html) there that numpy-lstm did not
+    write, or a link or folder by that name, is left as it was, in one line; a page of ours is
+    written again."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    name = "errors.html" if errors else "report.html"
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    {"file": lambda: (out / name).write_text("<html>my own page</html>"),
+     "link": lambda: (out / name).symlink_to(target),
+     "folder": lambda: (out / name).mkdir()}[kind]()
+    before = sorted(os.listdir(out))
+    args = ["inspect", runs / "last", *(["--errors", "2"] if errors else ["a great movie"]), "--out", out]
+    code, _, err = run_cli(*args)
+    assert code == 2 and f"{out / name} exists and is not a page numpy-lstm wrote" in err, err
+    assert err.count("\n") == 1 and sorted(os.listdir(out)) == before and target.read_text() == "my notes"
+    if kind == "file":
+        assert (out / name).read_text() == "<html>my own page</html>"
+        (out / name).unlink()
+        assert run_cli(*args)[0] == 0 and "numpy-lstm" in (out / name).read_text()
+        code, _, err = run_cli(*args)                     # our own page: written again
+        assert code == 0, err
+
+
 def test_the_page_needs_no_matplotlib(runs, tmp_path, monkeypatch, capsys):
     """The README's plain install has no matplotlib: the page is whole without it."""
     monkeypatch.setitem(sys.modules, "matplotlib", None)       # import matplotlib now fails

@@ -1,0 +1,48 @@
+"""What the fault tests share (tests/test_faults.py, tests/test_faults_disk.py): the training
+command, the undisturbed run every disturbed one must end as, and two cores for every run, so
+that every batch has a part in a worker process."""
+import contextlib
+import json
+import time
+
+import numpy as np
+import pytest
+from test_cli import TINY, run_cli
+
+from numpy_lstm.engine import workers
+
+EPOCHS = 4
+DROPOUT = ["--mask", "--dropout", "0.2", "--recurrent-dropout", "0.2", "--patience", "100"]
+
+
+@contextlib.contextmanager
+def two_processes():
+    """Two cores for every run inside the block, in this process and in the commands it starts."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NUMPY_LSTM_PROCESSES", "2")
+        yield
+    workers.reset_workers()
+
+
+def train_args(tree, epochs=EPOCHS):
+    return ["train", "--data", str(tree), "--epochs", str(epochs), "--seed", "2", *TINY, *DROPOUT]
+
+
+def undisturbed_run(tree, out, epochs=EPOCHS):
+    """The run of train_args(tree, epochs) in `out`, trained without a fault: the one a disturbed
+    run must end as, bit for bit."""
+    code, _, err = run_cli(*train_args(tree, epochs), "--out", out)
+    assert code == 0, err
+    return out
+
+
+def checkpoint_state(path):
+    with np.load(path) as data:
+        return json.loads(str(data["state"]))
+
+
+def wait_for(condition, what, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
