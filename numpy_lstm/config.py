@@ -117,6 +117,12 @@ class TrainConfig:
         POSITIVE_INTEGER, metavar="N")
     seed: int = setting(0, "seed of the split, the initialisation and the shuffling", "optimisation", COUNT,
                         metavar="N")
+    # Goodfellow et al. (2015), on word embeddings as Miyato et al. (2017): the loss at each review's
+    # vectors moved a fixed distance the way that raises the loss most, added to the loss at them.
+    adversarial: float = setting(
+        0.0, "adversarial training: also fit each review's embedded words moved by this L2 distance (over all its "
+             "words) along the loss's gradient; 0: off. One more forward and backward a batch", "optimisation",
+        OFF_OR_POSITIVE, metavar="EPS")
     ensemble: int = setting(
         1, "train N models, each from its own initialisation and batch order, and average their logits "
            "(N times the training time)", "optimisation", at_most(100), metavar="N")

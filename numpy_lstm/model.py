@@ -199,14 +199,40 @@ class SentimentLSTM:
             rnn_grads = grads + rnn_grads
         return self.word_dropout.backward(dh, word_cache), rnn_grads + dense_grads
 
-    def gradients(self, ids, labels, rng=None):
+    def gradients(self, ids, labels, rng=None, adversarial=0.0):
         """Mean binary cross-entropy on a batch and its gradients: (loss, grads).
 
-        Pass the training rng to apply dropout; without it the pass is deterministic.
+        Pass the training rng to apply dropout; without it the pass is deterministic. adversarial:
+        see `training_pass`.
         """
-        logits, cache = self.forward(ids, rng)
+        _, loss, grads = self.training_pass(ids, labels, rng, adversarial)
+        return loss, grads
+
+    def training_pass(self, ids, labels, rng=None, adversarial=0.0, move=None):
+        """One training step's forward and backward: ids (B, T), labels (B,) -> (logits (B,), loss,
+        grads in `get_weights()` order).
+
+        adversarial = epsilon > 0 trains on the embedded reviews x and on x + r as well: the loss
+        is BCE(x) + BCE(x + r), r (B, T, E) = epsilon * g / ||g|| with g the gradient of BCE(x)
+        with respect to x, each review's norm taken over all its words (`adversarial_move`). r is a
+        constant of the loss, not differentiated (Miyato et al. 2017). move: a given r instead
+        (what a gradient check holds fixed). The logits are those at x.
+        """
+        ids = self._check_ids(ids)
+        x, emb_cache = self.embedding.forward(ids)
+        mask = ids != 0 if self.config["mask_zero"] else None
+        logits, cache = self.forward_vectors(x, mask, rng)
         loss, dlogits = binary_crossentropy(logits, labels)
-        return loss, self.backward(dlogits, cache)
+        dx, grads = self.backward_vectors(dlogits, cache)
+        del cache
+        if adversarial > 0 or move is not None:
+            move = adversarial_move(dx, adversarial) if move is None else move
+            moved_logits, moved_cache = self.forward_vectors(x + move, mask, rng)
+            moved_loss, dmoved = binary_crossentropy(moved_logits, labels)
+            dx_moved, moved_grads = self.backward_vectors(dmoved, moved_cache)
+            loss, dx = loss + moved_loss, dx + dx_moved
+            grads = [g + m for g, m in zip(grads, moved_grads)]
+        return logits, loss, self.embedding.backward(dx, emb_cache) + grads
 
     def predict(self, ids, batch_size=64):
         """Probabilities of the positive class (B,), computed batch_size rows at a time."""
@@ -245,6 +271,14 @@ class SentimentLSTM:
         model = cls(**config)
         model.set_weights(weights)
         return model
+
+
+def adversarial_move(dx, epsilon):
+    """The move r (B, T, E) of each review's vectors that raises the loss most, to first order,
+    among moves of L2 norm epsilon: epsilon * dx / ||dx||, the norm of each row b over all of
+    dx[b]'s T x E entries. A row whose gradient is zero is not moved."""
+    norms = np.sqrt(np.sum(np.square(dx, dtype=np.float64), axis=(1, 2), keepdims=True))
+    return (epsilon * dx / np.where(norms > 0, norms, 1.0)).astype(dx.dtype)
 
 
 def build_model(config, seed):

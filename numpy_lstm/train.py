@@ -17,7 +17,6 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .engine import WorkerLost
 from .errors import NumpyLSTMError
 from .evaluation import evaluate, run_metrics
-from .losses import binary_crossentropy
 from .model import build_model
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .prepare import batch_order
@@ -27,13 +26,11 @@ from .stopping import Stopped, StopSignals, redo_if_workers_die
 from .wordvectors import init_embedding
 
 
-def batch_pass(model, ids, labels, rng):
+def batch_pass(model, ids, labels, rng, adversarial=0.0):
     """Forward and backward on one batch, dropout drawn from rng: (logits, loss, grads)."""
     # Overflow shows up as a non-finite loss, reported in one line instead of warnings.
     with np.errstate(over="ignore", invalid="ignore"):
-        logits, cache = model.forward(ids, rng)
-        loss, dlogits = binary_crossentropy(logits, labels)
-        return logits, loss, model.backward(dlogits, cache)
+        return model.training_pass(ids, labels, rng, adversarial)
 
 
 def epoch_start(rng):
@@ -63,7 +60,7 @@ def train_epoch(model, optimizer, x, y, batches, config, epoch, rng, bar=None, p
     position = epoch_start(rng) if position is None else position
     for b in range(position["batch"] + 1, len(batches) + 1):
         idx = batches[b - 1]
-        logits, loss, grads = redo_if_workers_die(lambda: batch_pass(model, x[idx], y[idx], rng),
+        logits, loss, grads = redo_if_workers_die(lambda: batch_pass(model, x[idx], y[idx], rng, config.adversarial),
                                                   f"epoch {epoch}, batch {b}", rng)
         if not np.isfinite(loss):
             raise FloatingPointError(f"the loss became {loss} at epoch {epoch}, batch {b}")
