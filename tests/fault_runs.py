@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from test_cli import TINY, run_cli
+from test_cli import TINY, run_cli, write_tree
 
 from numpy_lstm.engine import workers
 
@@ -46,3 +46,25 @@ def wait_for(condition, what, timeout=300):
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.005)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_cores():
+    with two_processes():
+        yield
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_tree(tmp_path_factory.mktemp("imdb"), per_class=60)
+
+
+@pytest.fixture(scope="module")
+def straight(tree, tmp_path_factory):
+    return undisturbed_run(tree, tmp_path_factory.mktemp("straight") / "run")
+
+
+@pytest.fixture(scope="module")
+def straight_long(tree, tmp_path_factory):
+    """30 epochs: long enough for a test to act while the run is still training."""
+    return undisturbed_run(tree, tmp_path_factory.mktemp("straight_long") / "run", epochs=30)

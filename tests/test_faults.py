@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 
+import fault_runs
 import pytest
-from fault_runs import checkpoint_state, train_args, two_processes, undisturbed_run, wait_for
-from test_cli import assert_same_run, run_cli, write_tree
+from fault_runs import checkpoint_state, train_args, wait_for
+from test_cli import assert_same_run, run_cli
 
 from numpy_lstm import stopping, train
 from numpy_lstm.cli import main
@@ -26,26 +27,9 @@ from numpy_lstm.stopping import Stopped, StopSignals
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes and /proc are Linux's")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def two_cores():
-    with two_processes():
-        yield
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    return write_tree(tmp_path_factory.mktemp("imdb"), per_class=60)
-
-
-@pytest.fixture(scope="module")
-def straight(tree, tmp_path_factory):
-    return undisturbed_run(tree, tmp_path_factory.mktemp("straight") / "run")
-
-
-@pytest.fixture(scope="module")
-def straight_long(tree, tmp_path_factory):
-    """30 epochs: long enough for a test to act while the run is still training."""
-    return undisturbed_run(tree, tmp_path_factory.mktemp("straight_long") / "run", epochs=30)
+# The shared fixtures, bound by name so that pytest finds them in this module (two_cores is autouse).
+two_cores, tree, straight = fault_runs.two_cores, fault_runs.tree, fault_runs.straight
+straight_long = fault_runs.straight_long
 
 
 def children(pid):

@@ -10,9 +10,10 @@ import signal
 import subprocess
 import sys
 
+import fault_runs
 import numpy as np
 import pytest
-from fault_runs import checkpoint_state, train_args, two_processes, undisturbed_run, wait_for
+from fault_runs import checkpoint_state, train_args, wait_for
 from test_cli import TINY, assert_same_run, run_cli, write_tree
 
 from numpy_lstm import LSTM
@@ -26,20 +27,8 @@ from numpy_lstm.rundir import RunDir
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes and /proc are Linux's")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def two_cores():
-    with two_processes():
-        yield
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    return write_tree(tmp_path_factory.mktemp("imdb"), per_class=60)
-
-
-@pytest.fixture(scope="module")
-def straight(tree, tmp_path_factory):
-    return undisturbed_run(tree, tmp_path_factory.mktemp("straight") / "run")
+# The shared fixtures, bound by name so that pytest finds them in this module (two_cores is autouse).
+two_cores, tree, straight = fault_runs.two_cores, fault_runs.tree, fault_runs.straight
 
 
 # ----------------------------------------------------------------------------- a write is refused
