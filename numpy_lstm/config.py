@@ -123,6 +123,15 @@ class TrainConfig:
         0.0, "adversarial training: also fit each review's embedded words moved by this L2 distance (over all its "
              "words) along the loss's gradient; 0: off. One more forward and backward a batch", "optimisation",
         OFF_OR_POSITIVE, metavar="EPS")
+    # Dai & Le (2015), Miyato et al. (2017): the LSTM first learns to predict the reviews' words
+    # (numpy_lstm/language_model.py), then the labels.
+    pretrain_epochs: int = setting(
+        0, "epochs of language-model pretraining before training: each LSTM direction learns to predict the "
+           "next (backward: the previous) word of the training reviews, scored by a sampled softmax; 0: off",
+        "optimisation", at_most(100, 0, "0 or a positive integer"), metavar="N")
+    pretrain_samples: int = setting(
+        256, "words sampled per batch to score each true word against in pretraining (the sampled softmax's K)",
+        "optimisation", at_most(100_000), metavar="K")
     ensemble: int = setting(
         1, "train N models, each from its own initialisation and batch order, and average their logits "
            "(N times the training time)", "optimisation", at_most(100), metavar="N")

@@ -80,5 +80,8 @@ def run_metrics(config, model, vocab, x_val, y_val, states, extra, quiet=False):
         "best_epoch": per_model([state["best_epoch"] for state in states]),
         "train_seconds": round(sum(state["train_seconds"] for state in states), 2),
         "eval_seconds": round(time.perf_counter() - start, 2),
+        # Part of train_seconds: the language-model pretraining of --pretrain-epochs
+        **({"pretrain_seconds": round(sum(state.get("pretrain_seconds", 0.0) for state in states), 2)}
+           if config.pretrain_epochs else {}),
         **extra,
     }

@@ -53,7 +53,18 @@ def estimate_bytes(config):
     batch = min(config.batch_size, reviews)
     cache = 4 * batch * config.maxlen * (CACHE_FLOATS_PER_UNIT * config.units * directions * config.num_layers
                                          + 2 * config.embed_dim)
-    return ids + weights + cache
+    return ids + weights + cache + pretraining_bytes(config, batch, directions)
+
+
+def pretraining_bytes(config, batch, directions):
+    """What --pretrain-epochs adds: the word predictors (V x (H + 1) per direction) with their
+    gradients and Adam's two moments, and a batch's scores of every position against K + 1 words,
+    with the two temporaries of its softmax."""
+    if not config.pretrain_epochs:
+        return 0
+    predictors = 4 * 4 * directions * config.vocab_size * (config.units + 1)
+    scores = 3 * 4 * batch * config.maxlen * (config.pretrain_samples + 1)
+    return predictors + scores
 
 
 def size_words(n):

@@ -17,6 +17,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .engine import WorkerLost
 from .errors import NumpyLSTMError
 from .evaluation import evaluate, run_metrics
+from .language_model import pretrain
 from .model import build_model
 from .optimizers import Adam, clip_by_global_norm, learning_rate
 from .prepare import batch_order
@@ -93,7 +94,8 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
     stop = stop or StopSignals()
     # Random streams: member 0 keeps those of a single run, seed for the initialisation and
     # (seed, 1) for batch order and dropout; member k > 0 takes (seed, 3, k) and (seed, 1, k). The
-    # word vectors use (seed, 2). No two uses share a stream.
+    # word vectors use (seed, 2), language-model pretraining (seed, 4) and (seed, 4, k). No two uses
+    # share a stream.
     model = build_model(config, np.random.default_rng(config.seed if member == 0 else [config.seed, 3, member]))
     init_embedding(model.embedding.embeddings, config, x_train, y_train, word_vectors)
     optimizer = Adam(learning_rate=config.lr)
@@ -123,6 +125,12 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
 
     lengths = (x_train != 0).sum(axis=1)
     with stop.deferred():
+        if config.pretrain_epochs and "pretrain_seconds" not in state:
+            # Its end is checkpointed as epoch 0 with a fresh Adam, so a resumed run does not redo it
+            pretrain_rng = np.random.default_rng([config.seed, 4] + ([member] if member else []))
+            seconds, losses = pretrain(model, x_train, config, pretrain_rng, log, None if quiet else ProgressBar, stop)
+            state.update(pretrain_seconds=round(seconds, 2), pretrain_losses=losses, train_seconds=seconds)
+            save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, state, best_weights)
         while state["epoch"] < config.epochs and not state["stopped_early"]:
             epoch = state["epoch"] + 1
             log(f"Epoch {epoch}/{config.epochs}")
