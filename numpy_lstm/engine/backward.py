@@ -176,18 +176,21 @@ class RecurrentGradient:
 
     def __init__(self, recurrent_kernel, B):
         H = recurrent_kernel.shape[0]
-        self.kernel, self.kernel_t = recurrent_kernel, None
+        self.kernel = recurrent_kernel
         if batch_first_step(H, B, recurrent_kernel.dtype):
             self.kernel_t = np.ascontiguousarray(recurrent_kernel.T)
             self.dh_t = np.empty((B, H), recurrent_kernel.dtype)
-
-    def into(self, out, dz_t):
-        """out (H, B) = recurrent_kernel @ dz_t."""
-        if self.kernel_t is None:
-            np.matmul(self.kernel, dz_t, out=out)
+            self.into = self._into_batch_first
         else:
-            np.matmul(dz_t.T, self.kernel_t, out=self.dh_t)
-            np.copyto(out, self.dh_t.T)
+            self.into = self._into_batch_last
+
+    def _into_batch_last(self, out, dz_t):
+        """out (H, B) = recurrent_kernel @ dz_t (np.dot, as in forward's `RecurrentPart`)."""
+        np.dot(self.kernel, dz_t, out=out)
+
+    def _into_batch_first(self, out, dz_t):
+        np.dot(dz_t.T, self.kernel_t, out=self.dh_t)
+        np.copyto(out, self.dh_t.T)
 
 
 class StepColumns:
