@@ -20,9 +20,16 @@ from . import sidethread
 # Columns (steps * B) of a block of steps whose input part of z_t the forward computes in one
 # matmul: enough for the matmul to run near its peak, few enough to stay in cache.
 BLOCK_COLUMNS = 512
-# Recurrent weights of at least this many bytes (H >= 512 in float32) run the steps' matmuls
+# Recurrent weights of at least this many bytes (H >= 1024 in float32) run the steps' matmuls
 # batch-first (batch_first_step)
-BATCH_FIRST_MIN_BYTES = 4 << 20
+BATCH_FIRST_MIN_BYTES = 16 << 20
+# From this many units on, the forward's batch-last step matmul reads C-ordered weights
+# (recurrent_order)
+ROW_MAJOR_MIN_UNITS = 256
+# Rows and columns of a tile of a copy that reads an array across its layout (`loop_weights`,
+# `backward.transposed_copy`): a tile of both arrays stays in cache, where a plain transposing
+# copy misses it on nearly every read
+TILE = 256
 # The slots of a step's (6, H, B) block of the `cells` array (T + 1, 6, H, B): in the forward,
 # tanh(c_t), the gates i, f, o, the candidate g = c~, and c_{t-1}; so that [i, f] * [g, c_{t-1}]
 # is one multiply, the sigmoid gates i, f, o are one block, and c_t goes to the next step's
@@ -72,8 +79,7 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare,
     else:
         xh[0, E + 1:] = np.asarray(initial_state[0]).T
         c[0] = np.asarray(initial_state[1]).T
-    step_weights = loop_weights(kernel, recurrent_kernel, bias)
-    input_weights, recurrent_weights = step_weights[:, :E + 1], step_weights[:, E + 1:]
+    input_weights, recurrent_weights = loop_weights(kernel, recurrent_kernel, bias, recurrent_order(H, B, dtype))
 
     h_in = xh[:, E + 1:]                        # h_in[t]: what the recurrent matmul reads at step t
     hs, keep = dropout_states(h_in, keep)       # hs[t] is h_{t-1}
@@ -197,33 +203,50 @@ class RecurrentPart:
         z += zh.T
 
 
-def loop_weights(kernel, recurrent_kernel, bias):
-    """[kernel; bias; recurrent_kernel].T (4H, E + 1 + H), in the loop's gate layout (i, f, o, c).
+def loop_weights(kernel, recurrent_kernel, bias, recurrent_order="F"):
+    """(input_weights (4H, E + 1), recurrent_weights (4H, H)): [kernel; bias].T and
+    recurrent_kernel.T in the loop's gate layout (i, f, o, c).
 
-    This matrix times [x_t; 1; h_{t-1}] (E + 1 + H, B) gives all of step t's pre-activations,
-    bias included: its first E + 1 columns are the input part, which the loop applies to a block
-    of steps at once, the last H the recurrent part, applied step by step. Two rearrangements,
-    both exact in floating point: the gate blocks go from Keras's order (i, f, c, o) to
-    (i, f, o, c), so that the three sigmoid gates form one block (and [i, f], `cell_step`); and the sigmoid blocks are
-    halved, so the loop gets z / 2 for them and one tanh call over all four blocks serves every
-    gate: sigmoid(z) = (1 + tanh(z / 2)) / 2. (The other form, 1 / (1 + exp(-z)), would round
-    every trained model differently.)
+    [input_weights, recurrent_weights] times [x_t; 1; h_{t-1}] (E + 1 + H, B) gives all of step
+    t's pre-activations, bias included: the input part, which the loop applies to a block of
+    steps at once, and the recurrent part, applied step by step. Two rearrangements, both exact
+    in floating point: the gate blocks go from Keras's order (i, f, c, o) to (i, f, o, c), so
+    that the three sigmoid gates form one block (and [i, f], `cell_step`); and the sigmoid blocks
+    are halved, so the loop gets z / 2 for them and one tanh call over all four blocks serves
+    every gate: sigmoid(z) = (1 + tanh(z / 2)) / 2. (The other form, 1 / (1 + exp(-z)), would
+    round every trained model differently.)
 
-    Built as the transpose of a C-ordered (E + 1 + H, 4H) array, one scaled copy per gate and
-    source, with no temporaries: there the gate blocks are column blocks, and only the
-    recurrent kernel (F-ordered, as `orthogonal` gives it) is read across its layout.
+    One scaled copy per gate and source, with no temporaries. input_weights is the transpose of
+    a C-ordered (E + 1, 4H) array, where the gate blocks are column blocks; recurrent_weights
+    is laid out in `recurrent_order` ("C" or "F"), the layout its step's matmul reads fastest
+    (`recurrent_order`). Where that is not the recurrent kernel's own layout (F-ordered, as
+    `orthogonal` gives it), it is read across its layout, in tiles of TILE x TILE.
     """
     E, H4 = kernel.shape
     H = H4 // 4
-    stacked = np.empty((E + 1 + H, H4), kernel.dtype)
+    stacked = np.empty((E + 1, H4), kernel.dtype)
+    recurrent = np.empty((H4, H), kernel.dtype, order=recurrent_order)
     half, one = np.array([0.5, 1], kernel.dtype)
-    for rows, weights in ((slice(0, E), kernel), (slice(E, E + 1), bias[None, :]),
-                          (slice(E + 1, None), recurrent_kernel)):
-        # Keras's gate k = 0, 1, 3, 2 (i, f, o, c) goes to the loop's block 0, 1, 2, 3
-        for block, (k, scale) in enumerate(((0, half), (1, half), (3, half), (2, one))):
-            np.multiply(weights[:, k * H:(k + 1) * H], scale,
-                        out=stacked[rows, block * H:(block + 1) * H])
-    return stacked.T
+    # Keras's gate k = 0, 1, 3, 2 (i, f, o, c) goes to the loop's block 0, 1, 2, 3
+    for block, (k, scale) in enumerate(((0, half), (1, half), (3, half), (2, one))):
+        gate, loop_gate = slice(k * H, (k + 1) * H), slice(block * H, (block + 1) * H)
+        np.multiply(kernel[:, gate], scale, out=stacked[:E, loop_gate])
+        np.multiply(bias[gate], scale, out=stacked[E, loop_gate])
+        source, target = recurrent_kernel[:, gate].T, recurrent[loop_gate]
+        for i in range(0, H, TILE):
+            for j in range(0, H, TILE):
+                np.multiply(source[i:i + TILE, j:j + TILE], scale, out=target[i:i + TILE, j:j + TILE])
+    return stacked.T, recurrent
+
+
+def recurrent_order(H, B, dtype):
+    """The layout, "C" or "F", of the (4H, H) recurrent weights that the step's matmul
+    (`RecurrentPart`) reads fastest: F (its transpose C-ordered) batch-first and below
+    ROW_MAJOR_MIN_UNITS; C batch-last from there. BLAS computes the same bits either way (its
+    kernels differ only in how they pack the operands); the times are in docs/engine.md."""
+    if batch_first_step(H, B, dtype) or H < ROW_MAJOR_MIN_UNITS:
+        return "F"
+    return "C"
 
 
 def block_steps(T, B):
