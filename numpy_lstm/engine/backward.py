@@ -13,7 +13,7 @@ Shapes: B rows of this part, T time steps, E input features, H units.
 import numpy as np
 
 from . import sidethread
-from .forward import TILE, batch_first_step, block_steps, copy_swapped, step_views
+from .forward import TILE, batch_first_step, block_steps, copy_swapped, recurrent_order, step_views
 
 # Elements of the block of gate-derivative factors that backward_rows fills before running the
 # block's steps: small enough to stay in cache, large enough to amortise NumPy's per-call cost.
@@ -201,7 +201,8 @@ class RecurrentGradient:
     """backward's step matmul, dh_{t-1} = recurrent_kernel (H, 4H) @ dz_t (4H, B), in the
     orientation that `batch_first_step` chooses for the forward's: batch-first, it is
     dz_t.T (B, 4H) @ recurrent_kernel.T (4H, H) into a (B, H) buffer, copied transposed into
-    dh_{t-1}."""
+    dh_{t-1}. Batch-last from ROW_MAJOR_MIN_UNITS units, it reads a C-ordered copy of the
+    kernel, as the forward's step does (`forward.recurrent_order`): the same bits, faster."""
 
     def __init__(self, recurrent_kernel, B):
         H = recurrent_kernel.shape[0]
@@ -211,6 +212,8 @@ class RecurrentGradient:
             self.dh_t = np.empty((B, H), recurrent_kernel.dtype)
             self.into = self._into_batch_first
         else:
+            if recurrent_order(H, B, recurrent_kernel.dtype) == "C" and not recurrent_kernel.flags.c_contiguous:
+                self.kernel = transposed_copy(recurrent_kernel.T)
             self.into = self._into_batch_last
 
     def _into_batch_last(self, out, dz_t):

@@ -23,8 +23,8 @@ BLOCK_COLUMNS = 512
 # Recurrent weights of at least this many bytes (H >= 1024 in float32) run the steps' matmuls
 # batch-first (batch_first_step)
 BATCH_FIRST_MIN_BYTES = 16 << 20
-# From this many units on, the forward's batch-last step matmul reads C-ordered weights
-# (recurrent_order)
+# From this many units on, the batch-last step matmuls read C-ordered weights (recurrent_order,
+# backward.RecurrentGradient)
 ROW_MAJOR_MIN_UNITS = 256
 # Rows and columns of a tile of a copy that reads an array across its layout (`loop_weights`,
 # `backward.transposed_copy`): a tile of both arrays stays in cache, where a plain transposing
