@@ -13,11 +13,13 @@ Shapes: B rows of this part, T time steps, E input features, H units.
 import numpy as np
 
 from . import sidethread
-from .forward import TILE, batch_first_step, block_steps, copy_swapped, recurrent_order, step_views
+from .forward import batch_first_step, block_steps, copy_swapped, recurrent_order, step_views
 
 # Elements of the block of gate-derivative factors that backward_rows fills before running the
 # block's steps: small enough to stay in cache, large enough to amortise NumPy's per-call cost.
 BACKWARD_BLOCK = 1 << 17
+# Rows and columns of a tile of `transposed_copy`: a tile of both arrays stays in cache
+TILE = 256
 # What backward writes over a step's (6, H, B) block of the forward's `cells`: dc_{t-1}, dz_t in
 # Keras's gate order (i, f, c~, o), dc_t. So [f, the factors of i, f, c~] times dc_t is one
 # multiply into [dc_{t-1}, dz_i, dz_f, dz_c], and [the factors of o and of dc_t's share] times

@@ -26,10 +26,6 @@ BATCH_FIRST_MIN_BYTES = 16 << 20
 # From this many units on, the batch-last step matmuls read C-ordered weights (recurrent_order,
 # backward.RecurrentGradient)
 ROW_MAJOR_MIN_UNITS = 256
-# Rows and columns of a tile of a copy that reads an array across its layout (`loop_weights`,
-# `backward.transposed_copy`): a tile of both arrays stays in cache, where a plain transposing
-# copy misses it on nearly every read
-TILE = 256
 # The slots of a step's (6, H, B) block of the `cells` array (T + 1, 6, H, B): in the forward,
 # tanh(c_t), the gates i, f, o, the candidate g = c~, and c_{t-1}; so that [i, f] * [g, c_{t-1}]
 # is one multiply, the sigmoid gates i, f, o are one block, and c_t goes to the next step's
@@ -90,8 +86,8 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare,
         np.multiply(hs[:t0 + 1], keep, out=h_in[:t0 + 1])
     steps = block_steps(T, B)
     blocks = [(lo, min(T, lo + steps)) for lo in range(t0, T, steps)]
-    pair = np.empty((2, H, B), dtype)
-    pair = (pair, pair[0], pair[1])
+    products = np.empty((2, H, B), dtype)       # i * c~ and f * c_{t-1}, for cell_step
+    pair = (products, products[0], products[1])
     add_recurrent = RecurrentPart(recurrent_weights, B).add_to
     partial = plan.partial
     # A step's views come as items of one iteration over arrays sliced once for the pass
@@ -220,7 +216,7 @@ def loop_weights(kernel, recurrent_kernel, bias, recurrent_order="F"):
     a C-ordered (E + 1, 4H) array, where the gate blocks are column blocks; recurrent_weights
     is laid out in `recurrent_order` ("C" or "F"), the layout its step's matmul reads fastest
     (`recurrent_order`). Where that is not the recurrent kernel's own layout (F-ordered, as
-    `orthogonal` gives it), it is read across its layout, in tiles of TILE x TILE.
+    `orthogonal` gives it), it is read across its layout (copied in tiles, it took as long).
     """
     E, H4 = kernel.shape
     H = H4 // 4
@@ -232,10 +228,7 @@ def loop_weights(kernel, recurrent_kernel, bias, recurrent_order="F"):
         gate, loop_gate = slice(k * H, (k + 1) * H), slice(block * H, (block + 1) * H)
         np.multiply(kernel[:, gate], scale, out=stacked[:E, loop_gate])
         np.multiply(bias[gate], scale, out=stacked[E, loop_gate])
-        source, target = recurrent_kernel[:, gate].T, recurrent[loop_gate]
-        for i in range(0, H, TILE):
-            for j in range(0, H, TILE):
-                np.multiply(source[i:i + TILE, j:j + TILE], scale, out=target[i:i + TILE, j:j + TILE])
+        np.multiply(recurrent_kernel[:, gate].T, scale, out=recurrent[loop_gate])
     return stacked.T, recurrent
 
 
