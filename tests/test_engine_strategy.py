@@ -176,6 +176,26 @@ def test_batch_first_step_matmuls_equal_reference(monkeypatch, fresh_workers, co
 
 
 @pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("recurrent_dropout", [0.0, 0.4])
+def test_row_major_recurrent_weights_equal_reference_and_column_major_bit_for_bit(monkeypatch, fresh_workers, masked,
+                                                                                 recurrent_dropout):
+    """The forward's batch-last step matmul on C-ordered weights (forward.recurrent_order, from
+    ROW_MAJOR_MIN_UNITS units), here at a few: the reference's results, and the same bits as on
+    F-ordered weights."""
+    set_num_processes(1)
+    B, T, E, H = 5, 9, 3, 4
+    fast, ref = twins(E, H, False, recurrent_dropout=recurrent_dropout)
+    x, mask, state, dout = case(B, T, E, H, False, masked)
+    column_major = both(fast, ref, x, mask, state, dout, 5 if recurrent_dropout else None)[0]
+    monkeypatch.setattr(forward, "ROW_MAJOR_MIN_UNITS", 0)
+    assert forward.recurrent_order(H, B, np.float64) == "C"
+    results = both(fast, ref, x, mask, state, dout, 5 if recurrent_dropout else None)
+    assert_equal_to_reference(*results)
+    for a, b in zip(results[0], column_major):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("recurrent_dropout", [0.0, 0.4])
 def test_side_thread_equals_reference_and_one_thread_bit_for_bit(

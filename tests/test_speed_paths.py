@@ -141,10 +141,10 @@ def test_forward_without_backward_hands_its_buffers_back(tiny_parts):
     layer, x, mask, state = make_case(6, masked="pre", seed=8)
     expected = run(layer, x, mask, state)
     _, (_, [dropped]) = layer.forward(x, mask, state)
-    gates = dropped.gates
+    cells = dropped.cells
     del dropped                                      # evaluation: no backward
     out, cache = layer.forward(x, mask, state)
-    assert np.shares_memory(cache[1][0].gates, gates)   # the next forward got the buffers back
+    assert np.shares_memory(cache[1][0].cells, cells)   # the next forward got the buffers back
     for seed in range(3):                            # more unused forwards leave a live cache be
         layer.forward(np.random.default_rng(seed).normal(size=x.shape), mask, state)
     dout = np.random.default_rng(1).normal(size=out.shape)

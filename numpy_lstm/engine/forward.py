@@ -4,7 +4,9 @@ The same equations as `numpy_lstm.reference`, laid out for speed (docs/engine.md
 layout bought): arrays time-major and batch-last; the input part of the pre-activations (bias
 folded in) computed a block of steps at a time in one large matmul (`InputPart`), so that a step
 runs only the recurrent matmul (`RecurrentPart`) and the cell's element-wise ops (`cell_step`);
-gate blocks reordered so that one tanh serves all four (`loop_weights`). Every function takes the
+gate blocks reordered so that one tanh serves all four (`loop_weights`); each step's gates, cell
+state and tanh(c_t) side by side in one array, `cells`, so that pairs of products are one call
+(slots `TANH_C` .. `C_PREV`). Every function takes the
 weights explicitly (Keras's kernel (E, 4H), recurrent_kernel (H, 4H), bias (4H,)), so that a
 worker process runs them on the weights it was sent. numpy_lstm/engine/backward.py runs the loop
 back with the `LoopCache` that `forward_rows` returns.
@@ -18,9 +20,17 @@ from . import sidethread
 # Columns (steps * B) of a block of steps whose input part of z_t the forward computes in one
 # matmul: enough for the matmul to run near its peak, few enough to stay in cache.
 BLOCK_COLUMNS = 512
-# Recurrent weights of at least this many bytes (H >= 512 in float32) run the steps' matmuls
+# Recurrent weights of at least this many bytes (H >= 1024 in float32) run the steps' matmuls
 # batch-first (batch_first_step)
-BATCH_FIRST_MIN_BYTES = 4 << 20
+BATCH_FIRST_MIN_BYTES = 16 << 20
+# From this many units on, the batch-last step matmuls read C-ordered weights (recurrent_order,
+# backward.RecurrentGradient)
+ROW_MAJOR_MIN_UNITS = 256
+# The slots of a step's (6, H, B) block of the `cells` array (T + 1, 6, H, B): in the forward,
+# tanh(c_t), the gates i, f, o, the candidate g = c~, and c_{t-1}; so that [i, f] * [g, c_{t-1}]
+# is one multiply, the sigmoid gates i, f, o are one block, and c_t goes to the next step's
+# block. Backward writes its own values over them (numpy_lstm/engine/backward.py, DC_PREV ...).
+TANH_C, GATE_I, GATE_F, GATE_O, GATE_G, C_PREV = range(6)
 
 
 def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare, side_thread=False):
@@ -55,17 +65,17 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare,
     xh[:T, :E] = x.transpose(1, 2, 0)
     xh[T, :E] = 0.0
     xh[:, E] = 1.0
-    c = spare.borrow((T + 1, H, B), dtype)      # c[t + 1] is c_t; c[0] is c0
+    # cells[t]: step t's tanh(c_t), gates and c_{t-1} (slots TANH_C .. C_PREV); cells[T] holds c_T only
+    cells = spare.borrow((T + 1, 6, H, B), dtype)
+    gates = cells.reshape(T + 1, 6 * H, B)[:, GATE_I * H:C_PREV * H]   # gates[t]: i, f, o, g of step t
+    c = cells[:, C_PREV]                        # c[t + 1] is c_t; c[0] is c0
     if initial_state is None:
         xh[0, E + 1:] = 0.0
         c[0] = 0.0
     else:
         xh[0, E + 1:] = np.asarray(initial_state[0]).T
         c[0] = np.asarray(initial_state[1]).T
-    gates = spare.borrow((T, 4 * H, B), dtype)  # gate values i, f, o, c~ of each step
-    tanh_c = spare.borrow((T, H, B), dtype)     # tanh(c_t)
-    step_weights = loop_weights(kernel, recurrent_kernel, bias)
-    input_weights, recurrent_weights = step_weights[:, :E + 1], step_weights[:, E + 1:]
+    input_weights, recurrent_weights = loop_weights(kernel, recurrent_kernel, bias, recurrent_order(H, B, dtype))
 
     h_in = xh[:, E + 1:]                        # h_in[t]: what the recurrent matmul reads at step t
     hs, keep = dropout_states(h_in, keep)       # hs[t] is h_{t-1}
@@ -76,42 +86,59 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare,
         np.multiply(hs[:t0 + 1], keep, out=h_in[:t0 + 1])
     steps = block_steps(T, B)
     blocks = [(lo, min(T, lo + steps)) for lo in range(t0, T, steps)]
-    ig = np.empty((H, B), dtype)
-    recurrent = RecurrentPart(recurrent_weights, B)
+    products = np.empty((2, H, B), dtype)       # i * c~ and f * c_{t-1}, for cell_step
+    pair = (products, products[0], products[1])
+    add_recurrent = RecurrentPart(recurrent_weights, B).add_to
+    partial = plan.partial
+    # A step's views come as items of one iteration over arrays sliced once for the pass
+    # (`step_views`): cheaper than indexing each array at each step, a cost that counts at few rows
+    per_step = (gates, gates[:, :3 * H], cells[:, GATE_I:GATE_O], cells[:, GATE_G:], cells[:, TANH_C],
+                cells[:, GATE_O])
     with sidethread.running(side_thread and len(blocks) > 1) as side:
         inputs = InputPart(input_weights, xh, gates, blocks, side)
         for k, (lo, hi) in enumerate(blocks):
             inputs.ready(k)                     # the block's input parts, in its gates
-            for t in range(lo, hi):
-                recurrent.add_to(gates[t], h_in[t])
-                cell_step(gates[t], c[t], c[t + 1], tanh_c[t], hs[t + 1], ig)
-                if plan.partial[t]:
-                    carry_masked_rows(plan.unmasked[t], c[t], c[t + 1], hs[t], hs[t + 1])
+            for t, h_prev, h_t, c_t, z, *views in step_views(lo, hi, h_in, hs[1:], c[1:], *per_step):
+                add_recurrent(z, h_prev)
+                cell_step(z, *views, c_t, h_t, pair)
+                if partial[t]:
+                    carry_masked_rows(plan.unmasked[t], c[t], c_t, hs[t], h_t)
                 if keep is not None:
-                    np.multiply(hs[t + 1], keep, out=h_in[t + 1])
+                    np.multiply(h_t, keep, out=h_in[t + 1])
 
     if return_sequences:
         out = hs[1:].transpose(2, 0, 1)         # h_1 .. h_T
     else:
         out = hs[T].T.copy()                    # h_T (h0 if T = 0)
-    return out, LoopCache(xh, plan, gates, c, tanh_c, keep, kernel, recurrent_kernel, spare)
+    return out, LoopCache(xh, plan, cells, keep, kernel, recurrent_kernel, spare)
 
 
-def cell_step(z, c_prev, c_t, tanh_c_t, h_t, ig):
-    """One step of the cell, from its pre-activations z (4H, B) in the loop's gate layout (z / 2
-    for i, f, o; `loop_weights`): writes the gate values i, f, o, c~ over z, c_t, tanh(c_t)
-    and h_t, each (H, B). ig (H, B): a buffer."""
-    H = len(c_t)
+def cell_step(z, sig, i_f, g_c, tanh_c, o, c_t, h_t, pair):
+    """One step of the cell, from its pre-activations z (4H, B), in the loop's gate layout (z / 2
+    for i, f, o; `loop_weights`); every argument is a view of one step of the loop's arrays.
+
+    Writes the gate values i, f, o, c~ over z, the four slots of the step's block of `cells`
+    that i_f (2, H, B), the i and f slots, g_c (2, H, B), the c~ and c_{t-1} slots, and o
+    (H, B) view, and sig (3H, B), z's first three blocks; then tanh(c_t) into tanh_c (H, B),
+    its slot, c_t (H, B) into the next step's block, and h_t (H, B). pair: a (2, H, B) buffer
+    and its two halves.
+    """
     np.tanh(z, out=z)                           # tanh(z / 2) of i, f, o; c~ = tanh(z_c)
-    sig = z[:3 * H]
     sig *= 0.5
     sig += 0.5                                  # i, f, o = (1 + tanh(z / 2)) / 2
-    i, f, o, g = z[:H], z[H:2 * H], z[2 * H:3 * H], z[3 * H:]
-    np.multiply(f, c_prev, out=c_t)
-    np.multiply(i, g, out=ig)
-    c_t += ig                                   # c_t = f * c_{t-1} + i * c~
-    np.tanh(c_t, out=tanh_c_t)
-    np.multiply(o, tanh_c_t, out=h_t)           # h_t = o * tanh(c_t)
+    products, ig, fc = pair
+    np.multiply(i_f, g_c, out=products)         # i * c~, f * c_{t-1}
+    np.add(ig, fc, out=c_t)                     # c_t = f * c_{t-1} + i * c~
+    np.tanh(c_t, out=tanh_c)
+    np.multiply(o, tanh_c, out=h_t)             # h_t = o * tanh(c_t)
+
+
+def step_views(lo, hi, *arrays, reverse=False):
+    """(t, arrays[0][t], arrays[1][t], ...) for t from lo up to hi - 1, or with reverse from
+    hi - 1 down to lo: each array sliced once, its steps taken as the items of the iteration."""
+    if reverse:
+        return zip(range(hi - 1, lo - 1, -1), *(a[lo:hi][::-1] for a in arrays))
+    return zip(range(lo, hi), *(a[lo:hi] for a in arrays))
 
 
 def carry_masked_rows(unmasked, c_prev, c_t, h_prev, h_t):
@@ -143,54 +170,76 @@ def dropout_states(h_in, keep):
 class RecurrentPart:
     """The step's matmul, z_t += recurrent weights (4H, H) @ h_{t-1} (H, B), in the orientation
     that `batch_first_step` chooses: batch-first, h_{t-1}.T (B, H) @ the weights transposed
-    (H, 4H) into a (B, 4H) buffer, whose transpose the add then reads into the batch-last z_t."""
+    (H, 4H) into a (B, 4H) buffer, whose transpose the add then reads into the batch-last z_t.
+
+    The steps call np.dot: for these 2-D operands it runs the same BLAS call as np.matmul, to
+    the bit, with less of NumPy's own work around it, a cost that counts at few rows.
+    """
 
     def __init__(self, recurrent_weights, B):
         H4, H = recurrent_weights.shape
-        self.weights, self.weights_t = recurrent_weights, None
+        self.weights = recurrent_weights
         if batch_first_step(H, B, recurrent_weights.dtype):
             self.weights_t = np.ascontiguousarray(recurrent_weights.T)
             self.zh = np.empty((B, H4), recurrent_weights.dtype)
+            self.add_to = self._add_batch_first
         else:
             self.zh = np.empty((H4, B), recurrent_weights.dtype)
+            self.add_to = self._add_batch_last
 
-    def add_to(self, z, h):
+    def _add_batch_last(self, z, h):
         """z (4H, B) += recurrent weights @ h (H, B)."""
-        if self.weights_t is None:
-            np.matmul(self.weights, h, out=self.zh)
-            z += self.zh
-        else:
-            np.matmul(h.T, self.weights_t, out=self.zh)
-            z += self.zh.T
+        zh = self.zh
+        np.dot(self.weights, h, out=zh)
+        z += zh
+
+    def _add_batch_first(self, z, h):
+        zh = self.zh
+        np.dot(h.T, self.weights_t, out=zh)
+        z += zh.T
 
 
-def loop_weights(kernel, recurrent_kernel, bias):
-    """[kernel; bias; recurrent_kernel].T (4H, E + 1 + H), in the loop's gate layout.
+def loop_weights(kernel, recurrent_kernel, bias, recurrent_order="F"):
+    """(input_weights (4H, E + 1), recurrent_weights (4H, H)): [kernel; bias].T and
+    recurrent_kernel.T in the loop's gate layout (i, f, o, c).
 
-    This matrix times [x_t; 1; h_{t-1}] (E + 1 + H, B) gives all of step t's pre-activations,
-    bias included: its first E + 1 columns are the input part, which the loop applies to a block
-    of steps at once, the last H the recurrent part, applied step by step. Two rearrangements,
-    both exact in floating point: the gate blocks go from Keras's order (i, f, c, o) to
-    (i, f, o, c), so that the three sigmoid gates form one block; and the sigmoid blocks are
-    halved, so the loop gets z / 2 for them and one tanh call over all four blocks serves every
-    gate: sigmoid(z) = (1 + tanh(z / 2)) / 2. (The other form, 1 / (1 + exp(-z)), would round
-    every trained model differently.)
+    [input_weights, recurrent_weights] times [x_t; 1; h_{t-1}] (E + 1 + H, B) gives all of step
+    t's pre-activations, bias included: the input part, which the loop applies to a block of
+    steps at once, and the recurrent part, applied step by step. Two rearrangements, both exact
+    in floating point: the gate blocks go from Keras's order (i, f, c, o) to (i, f, o, c), so
+    that the three sigmoid gates form one block (and [i, f], `cell_step`); and the sigmoid blocks
+    are halved, so the loop gets z / 2 for them and one tanh call over all four blocks serves
+    every gate: sigmoid(z) = (1 + tanh(z / 2)) / 2. (The other form, 1 / (1 + exp(-z)), would
+    round every trained model differently.)
 
-    Built as the transpose of a C-ordered (E + 1 + H, 4H) array, one scaled copy per gate and
-    source, with no temporaries: there the gate blocks are column blocks, and only the
-    recurrent kernel (F-ordered, as `orthogonal` gives it) is read across its layout.
+    One scaled copy per gate and source, with no temporaries. input_weights is the transpose of
+    a C-ordered (E + 1, 4H) array, where the gate blocks are column blocks; recurrent_weights
+    is laid out in `recurrent_order` ("C" or "F"), the layout its step's matmul reads fastest
+    (`recurrent_order`). Where that is not the recurrent kernel's own layout (F-ordered, as
+    `orthogonal` gives it), it is read across its layout (copied in tiles, it took as long).
     """
     E, H4 = kernel.shape
     H = H4 // 4
-    stacked = np.empty((E + 1 + H, H4), kernel.dtype)
+    stacked = np.empty((E + 1, H4), kernel.dtype)
+    recurrent = np.empty((H4, H), kernel.dtype, order=recurrent_order)
     half, one = np.array([0.5, 1], kernel.dtype)
-    for rows, weights in ((slice(0, E), kernel), (slice(E, E + 1), bias[None, :]),
-                          (slice(E + 1, None), recurrent_kernel)):
-        # Keras's gate k = 0, 1, 3, 2 (i, f, o, c) goes to the loop's block 0, 1, 2, 3
-        for block, (k, scale) in enumerate(((0, half), (1, half), (3, half), (2, one))):
-            np.multiply(weights[:, k * H:(k + 1) * H], scale,
-                        out=stacked[rows, block * H:(block + 1) * H])
-    return stacked.T
+    # Keras's gate k = 0, 1, 3, 2 (i, f, o, c) goes to the loop's block 0, 1, 2, 3
+    for block, (k, scale) in enumerate(((0, half), (1, half), (3, half), (2, one))):
+        gate, loop_gate = slice(k * H, (k + 1) * H), slice(block * H, (block + 1) * H)
+        np.multiply(kernel[:, gate], scale, out=stacked[:E, loop_gate])
+        np.multiply(bias[gate], scale, out=stacked[E, loop_gate])
+        np.multiply(recurrent_kernel[:, gate].T, scale, out=recurrent[loop_gate])
+    return stacked.T, recurrent
+
+
+def recurrent_order(H, B, dtype):
+    """The layout, "C" or "F", of the (4H, H) recurrent weights that the step's matmul
+    (`RecurrentPart`) reads fastest: F (its transpose C-ordered) batch-first and below
+    ROW_MAJOR_MIN_UNITS; C batch-last from there. BLAS computes the same bits either way (its
+    kernels differ only in how they pack the operands); the times are in docs/engine.md."""
+    if batch_first_step(H, B, dtype) or H < ROW_MAJOR_MIN_UNITS:
+        return "F"
+    return "C"
 
 
 def block_steps(T, B):
@@ -230,7 +279,7 @@ class InputPart:
     recurrent part.
 
     input_weights (4H, E + 1); xh (T + 1, E + 1 + H, B) as in forward_rows, of which only the
-    [x_t; 1] rows are read; gates (T, 4H, B); blocks: the (lo, hi) steps of each block, in
+    [x_t; 1] rows are read; gates (T + 1, 4H, B), a view of the `cells`; blocks: the (lo, hi) steps of each block, in
     order. With a `SideThread`, the first block is computed at once, here, and the others
     there, in order, ahead of the steps (the side thread starts on the second block while this
     one runs the first block's steps); without, each block when `ready` asks for it.
@@ -289,23 +338,23 @@ class MaskPlan:
 class LoopCache:
     """What `forward_rows` keeps for backward: the loop's arrays and the weights it ran with.
 
-    xh, plan, gates, c, tanh_c, keep as in forward_rows; kernel and recurrent_kernel, the
-    weights of the forward pass. Backward overwrites the gates with dz, then `release` gives
-    gates, c and tanh_c back to the spare arrays they came from. A cache dropped without a
-    backward (evaluation, prediction) gives them back as it goes, so that a run of forwards
-    reuses one set of buffers.
+    xh, plan, keep as in forward_rows; cells (T + 1, 6, H, B): each step's tanh(c_t), gates and
+    c_{t-1} (slots TANH_C .. C_PREV); kernel and recurrent_kernel, the weights of the forward pass.
+    Backward writes its gradients over the cells, then `release` gives them back to the spare
+    arrays they came from. A cache dropped without a backward (evaluation, prediction) gives
+    them back as it goes, so that a run of forwards reuses one buffer.
     """
 
-    def __init__(self, xh, plan, gates, c, tanh_c, keep, kernel, recurrent_kernel, spare):
-        self.xh, self.plan, self.gates, self.c, self.tanh_c, self.keep = xh, plan, gates, c, tanh_c, keep
+    def __init__(self, xh, plan, cells, keep, kernel, recurrent_kernel, spare):
+        self.xh, self.plan, self.cells, self.keep = xh, plan, cells, keep
         self.kernel, self.recurrent_kernel = kernel, recurrent_kernel
         self._spare = spare
 
     def release(self):
-        """Give the large buffers back; the cache can serve no further backward."""
-        if self.gates is not None:
-            self._spare.give_back(self.gates, self.c, self.tanh_c)
-            self.gates = self.c = self.tanh_c = None
+        """Give the large buffer back; the cache can serve no further backward."""
+        if self.cells is not None:
+            self._spare.give_back(self.cells)
+            self.cells = None
 
     def __del__(self):
         self.release()
