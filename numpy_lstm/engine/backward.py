@@ -67,17 +67,18 @@ def backward_rows(dout, cache, side_thread=False):
     dx[:, :t0] = 0.0                      # steps masked in every row: no gradient through them
     cells[T, DC_PREV] = 0.0               # dc_T: the last step reads it as dc_{t+1}'s share
     steps = max(1, min(T, BACKWARD_BLOCK // (max(B, 1) * 6 * H)))
-    blocks = [(max(t0, hi - steps), hi) for hi in range(T, t0, -steps)]
+    factors = np.empty((steps, 6, H, B), dtype)   # gate_factors' buffer for a block of steps
     work = np.empty((H, B), dtype)                # dh_{t-1} of a partly masked step
     run = max(steps, block_steps(T, B))
     recurrent = RecurrentGradient(cache.recurrent_kernel, B)
     # The last run's matmuls wait for the steps to end, so a single run leaves a side thread
     # nothing to overlap
     with sidethread.running(side_thread and T - t0 > run) as side:
-        factors = BlockFactors(cells, blocks, steps, side)
         sums = StepColumns(cache.kernel, dx, H, run, side)
-        for k, (lo, hi) in enumerate(blocks):
-            bptt_block(lo, hi, factors.ready(k), dh, cells, dz, dh_seq, recurrent, keep, plan, work)
+        for hi in range(T, t0, -steps):
+            lo = max(t0, hi - steps)
+            block = gate_factors(cells[lo:hi], factors)
+            bptt_block(lo, hi, block, dh, cells, dz, dh_seq, recurrent, keep, plan, work)
             sums.add(lo, xh[lo:hi], dz[lo:hi])
     sums.flush()          # the side thread, if any, has held every step and ended
     if dh_seq is not None:
@@ -121,36 +122,6 @@ def gate_factors(cells, factor):
     np.subtract(1.0, fc, out=fc)
     fc *= o                       # dc_t = dc_{t+1} f_{t+1} + dh * o (1 - tanh(c_t)^2)
     return factor
-
-
-class BlockFactors:
-    """`gate_factors` of each block of steps, in backward's order, each in a buffer of `steps`
-    steps. With a `SideThread`, block k + 1's are computed there while the steps of block k run
-    here (two buffers, used in turn), so that the steps need not wait for them.
-
-    cells (T + 1, 6, H, B): the forward's; blocks: the (lo, hi) steps of each block, from the
-    last; side: the `SideThread`, or None.
-    """
-
-    def __init__(self, cells, blocks, steps, side=None):
-        shape = (steps,) + cells.shape[1:]
-        self.buffers = [np.empty(shape, cells.dtype) for _ in range(1 if side is None else 2)]
-        self.cells, self.blocks, self.side = cells, blocks, side
-        self.queued = {}          # block: its place in the side thread's queue
-
-    def ready(self, k):
-        """Block k's factors, (hi - lo, 6, H, B); once asked for, block k - 1's buffer is free."""
-        lo, hi = self.blocks[k]
-        buffer = self.buffers[k % len(self.buffers)]
-        if self.side is None or k == 0:
-            gate_factors(self.cells[lo:hi], buffer)
-        else:
-            self.side.wait(self.queued.pop(k))
-        if self.side is not None and k + 1 < len(self.blocks):
-            lo_next, hi_next = self.blocks[k + 1]
-            self.queued[k + 1] = self.side.call(gate_factors, self.cells[lo_next:hi_next],
-                                                self.buffers[(k + 1) % 2])
-        return buffer[:hi - lo]
 
 
 def bptt_block(lo, hi, factor, dh, cells, dz, dh_seq, recurrent, keep, plan, work):

@@ -40,7 +40,6 @@ class SideThread:
 
     def __init__(self):
         self._calls = queue.SimpleQueue()
-        self._queued = 0                   # calls given
         self._done = 0                     # calls completed
         self._error = None                 # what a call raised; later calls are skipped
         self._cancelled = False            # later calls are skipped
@@ -49,11 +48,8 @@ class SideThread:
         self._thread.start()
 
     def call(self, fn, *args):
-        """Queue fn(*args); the arrays it touches must be left alone until `wait` says it ran.
-        Returns its place in the queue, 1 for the first call: `wait` for that number."""
+        """Queue fn(*args); the arrays it touches must be left alone until `wait` says it ran."""
         self._calls.put((fn, args))
-        self._queued += 1
-        return self._queued
 
     def wait(self, n):
         """Return once the first n calls have run; raise what a call raised."""
