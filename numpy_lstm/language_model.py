@@ -50,14 +50,15 @@ def sampled_softmax(h, targets, negatives, W, b, log_expected):
     top = logits.max(axis=1, keepdims=True)
     exp = np.exp(logits - top)
     total = exp.sum(axis=1, keepdims=True)
-    loss = float(np.mean(np.log(total[:, 0]) + top[:, 0] - true_logit))
+    # A batch of one-word reviews scores nothing: its loss is 0, not the mean of no positions
+    loss = float(np.sum(np.log(total[:, 0]) + top[:, 0] - true_logit) / max(len(targets), 1))
     return loss, (h, targets, negatives, W, exp / total)
 
 
 def sampled_softmax_backward(cache):
     """The gradients of `sampled_softmax`'s loss: (dh (N, H), dW (V, H), db (V,))."""
     h, targets, negatives, W, probabilities = cache
-    n, V = len(targets), W.shape[0]
+    n, V = max(len(targets), 1), W.shape[0]            # as the loss divides
     dlogits = probabilities / n
     dlogits[:, 0] -= 1.0 / n
     d_true, d_sampled = dlogits[:, 0], dlogits[:, 1:]
@@ -206,9 +207,11 @@ def pretrain(model, ids, config, rng, log, progress=None, stop=None):
         total = 0.0
         for b, idx in enumerate(batches, 1):
             negatives = rng.choice(config.vocab_size, size=config.pretrain_samples, p=probabilities)
-            loss, grads = redo_if_workers_die(
-                lambda: language_model_pass(model, predictor, ids[idx], negatives, log_expected, rng),
-                f"pretraining epoch {epoch}, batch {b}", rng)
+            # Overflow shows up as a non-finite loss, reported in one line instead of warnings
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss, grads = redo_if_workers_die(
+                    lambda: language_model_pass(model, predictor, ids[idx], negatives, log_expected, rng),
+                    f"pretraining epoch {epoch}, batch {b}", rng)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"the language model's loss became {loss} at pretraining epoch {epoch}")
             grads, _ = clip_by_global_norm(grads, CLIPNORM)

@@ -219,3 +219,19 @@ def test_the_memory_estimate_counts_the_word_predictors():
     predictors = 4 * 4 * 2 * plain.vocab_size * (plain.units + 1)     # two directions, with Adam's moments
     assert predictors < added < predictors + 4 * 64 * 1000 * 257 * 3 + 1
     assert estimate_bytes(pretrained) < 1e9
+
+
+def test_a_batch_of_one_word_reviews_scores_nothing():
+    model, predictor = small_model("fast", True)
+    ids = np.array([[0, 0, 3], [0, 0, 5]])
+    loss, grads = language_model_pass(model, predictor, ids, np.array([1, 2, 4]), np.zeros(7))
+    assert loss == 0.0 and not any(g.any() for g in grads)
+
+
+def test_a_language_model_that_diverges_is_one_line(tree, tmp_path, monkeypatch, capsys):
+    def diverge(*args, **kwargs):
+        raise FloatingPointError("the language model's loss became nan at pretraining epoch 1")
+    monkeypatch.setattr(train, "pretrain", diverge)
+    assert main([*pretrain_args(tree), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "loss became nan" in err[0] and "--lr" in err[0], err
