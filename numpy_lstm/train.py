@@ -129,11 +129,10 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
             # Its end is checkpointed as epoch 0 with a fresh Adam, so a resumed run does not redo it
             pretrain_rng = np.random.default_rng([config.seed, 4] + ([member] if member else []))
             try:
-                seconds, losses = pretrain(model, x_train, config, pretrain_rng, log, None if quiet else ProgressBar,
-                                           stop)
+                seconds, _ = pretrain(model, x_train, config, pretrain_rng, log, None if quiet else ProgressBar, stop)
             except FloatingPointError as e:
                 raise NumpyLSTMError(f"{e}: pretraining stopped, nothing was saved; try a smaller --lr") from None
-            state.update(pretrain_seconds=round(seconds, 2), pretrain_losses=losses, train_seconds=seconds)
+            state.update(pretrain_seconds=round(seconds, 2), train_seconds=seconds)
             save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, state, best_weights)
         while state["epoch"] < config.epochs and not state["stopped_early"]:
             epoch = state["epoch"] + 1

@@ -3,12 +3,14 @@ command, the undisturbed run every disturbed one must end as, and two cores for 
 that every batch has a part in a worker process."""
 import contextlib
 import json
+import os
 import time
 
 import numpy as np
 import pytest
 from test_cli import TINY, run_cli, write_tree
 
+from numpy_lstm import train
 from numpy_lstm.engine import workers
 
 EPOCHS = 4
@@ -22,6 +24,21 @@ def two_processes():
         patch.setenv("NUMPY_LSTM_PROCESSES", "2")
         yield
     workers.reset_workers()
+
+
+def signal_at_batch(monkeypatch, signum, epoch, batch):
+    """Send this process `signum` (os.kill: the signal really arrives) when training reaches batch
+    `batch` of epoch `epoch`, as it asks train.learning_rate for that batch's rate. Returns the
+    undisturbed learning_rate, to put back before a resume."""
+    schedule = train.learning_rate
+
+    def signal_there(config, at_epoch, at_batch, batches):
+        if (at_epoch, at_batch) == (epoch, batch):
+            os.kill(os.getpid(), signum)
+        return schedule(config, at_epoch, at_batch, batches)
+
+    monkeypatch.setattr(train, "learning_rate", signal_there)
+    return schedule
 
 
 def train_args(tree, epochs=EPOCHS):

@@ -16,7 +16,7 @@ import sys
 
 import fault_runs
 import pytest
-from fault_runs import checkpoint_state, train_args, wait_for
+from fault_runs import checkpoint_state, signal_at_batch, train_args, wait_for
 from test_cli import assert_same_run, run_cli
 
 from numpy_lstm import stopping, train
@@ -154,14 +154,7 @@ def test_workers_that_keep_dying_stop_the_run_with_its_place_saved(tree, straigh
 def test_signal_mid_epoch_saves_the_place_and_resume_ends_the_same(signum, status, tree, straight, tmp_path,
                                                                    monkeypatch, capsys):
     """The signal really arrives (os.kill), at a chosen batch: epoch 2, batch 3 of 5."""
-    schedule = train.learning_rate
-
-    def signal_at_batch_3_of_epoch_2(config, epoch, batch, batches):
-        if (epoch, batch) == (2, 3):
-            os.kill(os.getpid(), signum)
-        return schedule(config, epoch, batch, batches)
-
-    monkeypatch.setattr(train, "learning_rate", signal_at_batch_3_of_epoch_2)
+    schedule = signal_at_batch(monkeypatch, signum, epoch=2, batch=3)
     out = tmp_path / "run"
     handler = signal.getsignal(signum)
     assert main([*train_args(tree), "--out", str(out)]) == status

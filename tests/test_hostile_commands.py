@@ -6,11 +6,11 @@ Files read and written are in test_hostile_inputs.py.
 """
 import io
 import json
-import os
 import signal
 import sys
 
 import pytest
+from fault_runs import signal_at_batch
 from test_cli import TINY, write_tree
 from test_hostile_inputs import command, refused
 
@@ -135,14 +135,7 @@ def test_scoring_the_test_set_has_a_progress_bar_on_a_terminal(tree, tmp_path, m
 
 
 def test_interrupt_and_resume_count_batches_one_way(tree, tmp_path, monkeypatch, capsys):
-    schedule = train.learning_rate
-
-    def ctrl_c_at_batch_2_of_epoch_2(config, epoch, batch, batches):
-        if (epoch, batch) == (2, 2):
-            os.kill(os.getpid(), signal.SIGINT)
-        return schedule(config, epoch, batch, batches)
-
-    monkeypatch.setattr(train, "learning_rate", ctrl_c_at_batch_2_of_epoch_2)
+    schedule = signal_at_batch(monkeypatch, signal.SIGINT, epoch=2, batch=2)
     out = tmp_path / "run"
     assert main(["train", "--data", str(tree), "--out", str(out), "--epochs", "3", *TINY]) == 130
     assert "interrupted in epoch 2 after batch 2 of 5," in capsys.readouterr().err

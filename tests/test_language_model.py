@@ -9,6 +9,7 @@ import types
 
 import numpy as np
 import pytest
+from fault_runs import signal_at_batch
 from test_cli import TINY, assert_same_run, run_cli, write_tree
 
 from numpy_lstm import SentimentLSTM, check_gradient, language_model, train
@@ -187,13 +188,7 @@ def test_a_run_stopped_during_or_after_pretraining_resumes_to_the_same_end(when,
             return clip(grads, norm)
         monkeypatch.setattr(language_model, "clip_by_global_norm", signal_in_batch_2)
     else:
-        schedule = train.learning_rate
-
-        def signal_in_batch_2(config, epoch, batch, batches):
-            if (epoch, batch) == (1, 2):
-                os.kill(os.getpid(), signal.SIGTERM)
-            return schedule(config, epoch, batch, batches)
-        monkeypatch.setattr(train, "learning_rate", signal_in_batch_2)
+        signal_at_batch(monkeypatch, signal.SIGTERM, epoch=1, batch=2)
     out = tmp_path / "run"
     assert main([*pretrain_args(tree), "--out", str(out)]) == 143
     err = capsys.readouterr().err.strip().splitlines()
