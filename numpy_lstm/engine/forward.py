@@ -13,16 +13,21 @@ back with the `LoopCache` that `forward_rows` returns.
 
 Shapes: B rows of this part, T time steps, E input features, H units.
 """
+import sys
+
 import numpy as np
 
-from . import sidethread
+from . import cores, sidethread
 
 # Columns (steps * B) of a block of steps whose input part of z_t the forward computes in one
 # matmul: enough for the matmul to run near its peak, few enough to stay in cache.
 BLOCK_COLUMNS = 512
+# BLAS kernels on which the batch-last step matmuls measured faster at every size, against
+# batch-first from 1,024 units on the others (docs/engine.md, "Batch-first step matmuls")
+BATCH_LAST_BLAS = frozenset({"SkylakeX"})
 # Recurrent weights of at least this many bytes (H >= 1024 in float32) run the steps' matmuls
-# batch-first (batch_first_step)
-BATCH_FIRST_MIN_BYTES = 16 << 20
+# batch-first (batch_first_step), except on BATCH_LAST_BLAS
+BATCH_FIRST_MIN_BYTES = sys.maxsize if cores.blas_architecture() in BATCH_LAST_BLAS else 16 << 20
 # From this many units on, the batch-last step matmuls read C-ordered weights (recurrent_order,
 # backward.RecurrentGradient)
 ROW_MAJOR_MIN_UNITS = 256
@@ -249,9 +254,10 @@ def block_steps(T, B):
 
 def batch_first_step(H, B, dtype):
     """Whether the steps' matmuls run batch-first (`RecurrentPart`, and backward's
-    `RecurrentGradient`): once the recurrent weights outgrow the cache (BATCH_FIRST_MIN_BYTES),
-    and at up to 64 rows. Both orientations are the same sums of products, up to rounding (BLAS
-    may add in another order); which is faster is the BLAS's affair, measured in docs/engine.md.
+    `RecurrentGradient`): once the recurrent weights outgrow the cache (BATCH_FIRST_MIN_BYTES;
+    never on the BLAS kernels of BATCH_LAST_BLAS), and at up to 64 rows. Both orientations are
+    the same sums of products, up to rounding (BLAS may add in another order); which is faster
+    is the BLAS's affair, measured in docs/engine.md.
     """
     return H * H * 4 * np.dtype(dtype).itemsize >= BATCH_FIRST_MIN_BYTES and B <= 64
 
