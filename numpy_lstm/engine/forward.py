@@ -354,12 +354,12 @@ class LoopCache:
     def __init__(self, xh, plan, cells, keep, kernel, recurrent_kernel, spare):
         self.xh, self.plan, self.cells, self.keep = xh, plan, cells, keep
         self.kernel, self.recurrent_kernel = kernel, recurrent_kernel
-        self._spare = spare
+        self.spare = spare
 
     def release(self):
         """Give the large buffer back; the cache can serve no further backward."""
         if self.cells is not None:
-            self._spare.give_back(self.cells)
+            self.spare.give_back(self.cells)
             self.cells = None
 
     def __del__(self):
