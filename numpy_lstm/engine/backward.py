@@ -18,6 +18,11 @@ from .forward import batch_first_step, block_steps, copy_swapped, recurrent_orde
 # Elements of the block of gate-derivative factors that backward_rows fills before running the
 # block's steps: small enough to stay in cache, large enough to amortise NumPy's per-call cost.
 BACKWARD_BLOCK = 1 << 17
+# Elements up to which such blocks are merged while the runs of StepColumns stay the same
+# (`backward_blocks`): measured, blocks of 230,400 elements (the tutorial's part, 12 steps)
+# paid, of 259,200 (8 rows, 54 steps) and 261,600 (1 row, 436 steps) did not: the block's
+# factors and cells then outgrow a 2 MB cache
+MAX_BACKWARD_BLOCK = 240_000
 # Rows and columns of a tile of `transposed_copy`: a tile of both arrays stays in cache
 TILE = 256
 # What backward writes over a step's (6, H, B) block of the forward's `cells`: dc_{t-1}, dz_t in
@@ -66,10 +71,9 @@ def backward_rows(dout, cache, side_thread=False):
     t0 = plan.t0
     dx[:, :t0] = 0.0                      # steps masked in every row: no gradient through them
     cells[T, DC_PREV] = 0.0               # dc_T: the last step reads it as dc_{t+1}'s share
-    steps = max(1, min(T, BACKWARD_BLOCK // (max(B, 1) * 6 * H)))
+    steps, run = backward_blocks(T, B, H)
     factors = np.empty((steps, 6, H, B), dtype)   # gate_factors' buffer for a block of steps
     work = np.empty((H, B), dtype)                # dh_{t-1} of a partly masked step
-    run = max(steps, block_steps(T, B))
     spare = cache.spare
     recurrent = RecurrentGradient(cache.recurrent_kernel, B, spare)
     # The last run's matmuls wait for the steps to end, so a single run leaves a side thread
@@ -91,6 +95,26 @@ def backward_rows(dout, cache, side_thread=False):
     cache.release()                       # dz overwrote the gates: the big array goes back
     recurrent.release()
     return dx.transpose(2, 1, 0), (dh.T, dc0), [dkernel, drecurrent, dbias]
+
+
+def backward_blocks(T, B, H):
+    """(steps, run): the steps of a block of gate factors (`gate_factors`, `bptt_block`) and of a
+    run of `StepColumns`.
+
+    A block is about BACKWARD_BLOCK elements, a run about BLOCK_COLUMNS columns, at least one
+    block: it holds as many whole blocks as fit, flushed when the next would not. The runs set
+    how the weight gradients' sums are grouped, so their lengths stay those of blocks of
+    BACKWARD_BLOCK; the blocks themselves are then made as long as a divisor of the run's
+    blocks allows within MAX_BACKWARD_BLOCK elements: the runs come out the same, with fewer
+    calls per step (at the tutorial's part, blocks of 12 steps instead of 6).
+    """
+    per_step = max(B, 1) * 6 * H
+    steps = max(1, min(T, BACKWARD_BLOCK // per_step))
+    run = max(steps, block_steps(T, B))
+    blocks = run // steps              # of these steps in each run
+    merged = max(m for m in range(1, blocks + 1) if blocks % m == 0 and m * steps * per_step <= MAX_BACKWARD_BLOCK
+                 or m == 1)
+    return steps * merged, run
 
 
 def gate_factors(cells, factor):
