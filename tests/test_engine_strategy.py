@@ -149,12 +149,15 @@ def test_many_blocks_of_steps_equal_reference(fresh_workers, tiny_blocks, cores,
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.fixture
-def tiny_blocks(monkeypatch):
+@pytest.fixture(params=[0, 1 << 30], ids=["blocks", "merged blocks"])
+def tiny_blocks(monkeypatch, request):
     """Blocks of 1-5 steps at B = 8 or 16 rows (16 rows cut in two parts), so one sequence has several;
-    workers forked in the test (fresh_workers) see them too."""
+    workers forked in the test (fresh_workers) see them too. Backward's blocks of gate factors
+    are either left as they are, several to a run of StepColumns, or merged up to the run
+    (backward.backward_blocks)."""
     monkeypatch.setattr(forward, "BLOCK_COLUMNS", 40)             # 5 steps of 8 rows, 3 of 16
     monkeypatch.setattr(backward, "BACKWARD_BLOCK", 2 * 8 * 6 * 4)  # 2 steps of 8 rows at H = 4, 1 of 16
+    monkeypatch.setattr(backward, "MAX_BACKWARD_BLOCK", request.param)
     yield
     set_num_processes(None)
 

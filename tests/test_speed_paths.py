@@ -136,6 +136,31 @@ def test_cache_is_released_by_backward_and_buffers_are_reused(tiny_parts):
         np.testing.assert_array_equal(a, b)
 
 
+def test_backward_buffers_reused_give_the_same_gradients(monkeypatch, tiny_parts):
+    """Backward's borrowed buffers (the weight gradients' sum and run share, the C-ordered copy
+    of the recurrent kernel) hold the last pass's values when lent again: the second pass's
+    gradients are the first's, and a pass with every step masked gives zeros."""
+    monkeypatch.setattr(forward, "ROW_MAJOR_MIN_UNITS", 0)   # the kernel's copy at any size
+    cores.set_num_processes(1)
+    layer, x, mask, state = make_case(6, masked="holes", seed=9)
+    first = run(layer, x, mask, state)
+    run(layer, 3 * x, None, state, dout_seed=2)        # other values left in the buffers
+    for a, b in zip(first, run(layer, x, mask, state)):
+        np.testing.assert_array_equal(a, b)
+    *_, dkernel, drecurrent, dbias = run(layer, x, np.zeros(mask.shape, bool), state)
+    assert not dkernel.any() and not drecurrent.any() and not dbias.any()
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (64, 130), (130, 64)])
+def test_scaled_copy_in_tiles_is_one_multiply(monkeypatch, shape):
+    """F-ordered weights made from C-ordered ones, read across in tiles, some of them cut short."""
+    monkeypatch.setattr(forward, "CROSS_TILED_MIN_ELEMENTS", 0)
+    a = np.random.default_rng(0).normal(size=shape)                 # rows contiguous
+    out = np.empty(shape, order="F")                                # columns contiguous
+    forward.scaled_copy(out, a, 0.5, tile=3)
+    np.testing.assert_array_equal(out, a * 0.5)
+
+
 def test_forward_without_backward_hands_its_buffers_back(tiny_parts):
     cores.set_num_processes(1)                     # one part, in this process, to look at
     layer, x, mask, state = make_case(6, masked="pre", seed=8)

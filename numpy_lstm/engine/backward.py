@@ -18,6 +18,11 @@ from .forward import batch_first_step, block_steps, copy_swapped, recurrent_orde
 # Elements of the block of gate-derivative factors that backward_rows fills before running the
 # block's steps: small enough to stay in cache, large enough to amortise NumPy's per-call cost.
 BACKWARD_BLOCK = 1 << 17
+# Elements up to which such blocks are merged while the runs of StepColumns stay the same
+# (`backward_blocks`): measured, blocks of 230,400 elements (the tutorial's part, 12 steps)
+# paid, of 259,200 (8 rows, 54 steps) and 261,600 (1 row, 436 steps) did not: the block's
+# factors and cells then outgrow a 2 MB cache
+MAX_BACKWARD_BLOCK = 240_000
 # Rows and columns of a tile of `transposed_copy`: a tile of both arrays stays in cache
 TILE = 256
 # What backward writes over a step's (6, H, B) block of the forward's `cells`: dc_{t-1}, dz_t in
@@ -66,15 +71,15 @@ def backward_rows(dout, cache, side_thread=False):
     t0 = plan.t0
     dx[:, :t0] = 0.0                      # steps masked in every row: no gradient through them
     cells[T, DC_PREV] = 0.0               # dc_T: the last step reads it as dc_{t+1}'s share
-    steps = max(1, min(T, BACKWARD_BLOCK // (max(B, 1) * 6 * H)))
+    steps, run = backward_blocks(T, B, H)
     factors = np.empty((steps, 6, H, B), dtype)   # gate_factors' buffer for a block of steps
     work = np.empty((H, B), dtype)                # dh_{t-1} of a partly masked step
-    run = max(steps, block_steps(T, B))
-    recurrent = RecurrentGradient(cache.recurrent_kernel, B)
+    spare = cache.spare
+    recurrent = RecurrentGradient(cache.recurrent_kernel, B, spare)
     # The last run's matmuls wait for the steps to end, so a single run leaves a side thread
     # nothing to overlap
     with sidethread.running(side_thread and T - t0 > run) as side:
-        sums = StepColumns(cache.kernel, dx, H, run, side)
+        sums = StepColumns(cache.kernel, dx, H, run, spare, side)
         for hi in range(T, t0, -steps):
             lo = max(t0, hi - steps)
             block = gate_factors(cells[lo:hi], factors)
@@ -88,7 +93,28 @@ def backward_rows(dout, cache, side_thread=False):
     dkernel, drecurrent, dbias = sums.result()
     dc0 = cells[t0, DC_PREV].T.copy()     # dc_{t0 - 1}: c0's, through the masked steps
     cache.release()                       # dz overwrote the gates: the big array goes back
+    recurrent.release()
     return dx.transpose(2, 1, 0), (dh.T, dc0), [dkernel, drecurrent, dbias]
+
+
+def backward_blocks(T, B, H):
+    """(steps, run): the steps of a block of gate factors (`gate_factors`, `bptt_block`) and of a
+    run of `StepColumns`.
+
+    A block is about BACKWARD_BLOCK elements, a run about BLOCK_COLUMNS columns, at least one
+    block: it holds as many whole blocks as fit, flushed when the next would not. The runs set
+    how the weight gradients' sums are grouped, so their lengths stay those of blocks of
+    BACKWARD_BLOCK; the blocks themselves are then made as long as a divisor of the run's
+    blocks allows within MAX_BACKWARD_BLOCK elements: the runs come out the same, with fewer
+    calls per step (at the tutorial's part, blocks of 12 steps instead of 6).
+    """
+    per_step = max(B, 1) * 6 * H
+    steps = max(1, min(T, BACKWARD_BLOCK // per_step))
+    run = max(steps, block_steps(T, B))
+    blocks = run // steps              # of these steps in each run
+    merged = max(m for m in range(1, blocks + 1) if blocks % m == 0 and m * steps * per_step <= MAX_BACKWARD_BLOCK
+                 or m == 1)
+    return steps * merged, run
 
 
 def gate_factors(cells, factor):
@@ -175,19 +201,28 @@ class RecurrentGradient:
     orientation that `batch_first_step` chooses for the forward's: batch-first, it is
     dz_t.T (B, 4H) @ recurrent_kernel.T (4H, H) into a (B, H) buffer, copied transposed into
     dh_{t-1}. Batch-last from ROW_MAJOR_MIN_UNITS units, it reads a C-ordered copy of the
-    kernel, as the forward's step does (`forward.recurrent_order`): the same bits, faster."""
+    kernel, as the forward's step does (`forward.recurrent_order`): the same bits, faster; the
+    copy is made in a buffer borrowed from `spare` (SpareArrays) and given back by `release`."""
 
-    def __init__(self, recurrent_kernel, B):
+    def __init__(self, recurrent_kernel, B, spare):
         H = recurrent_kernel.shape[0]
         self.kernel = recurrent_kernel
+        self.spare, self.borrowed = spare, None
         if batch_first_step(H, B, recurrent_kernel.dtype):
             self.kernel_t = np.ascontiguousarray(recurrent_kernel.T)
             self.dh_t = np.empty((B, H), recurrent_kernel.dtype)
             self.into = self._into_batch_first
         else:
             if recurrent_order(H, B, recurrent_kernel.dtype) == "C" and not recurrent_kernel.flags.c_contiguous:
-                self.kernel = transposed_copy(recurrent_kernel.T)
+                self.borrowed = spare.borrow(recurrent_kernel.shape, recurrent_kernel.dtype)
+                self.kernel = transposed_copy(recurrent_kernel.T, out=self.borrowed)
             self.into = self._into_batch_last
+
+    def release(self):
+        """Give the kernel's copy back to the spare arrays; no step may run after."""
+        if self.borrowed is not None:
+            self.spare.give_back(self.borrowed)
+            self.borrowed = self.kernel = None
 
     def _into_batch_last(self, out, dz_t):
         """out (H, B) = recurrent_kernel @ dz_t (np.dot, as in forward's `RecurrentPart`)."""
@@ -217,14 +252,17 @@ class StepColumns:
     order, so the same sums to the bit, while the calling thread goes on with the recurrence.
     """
 
-    def __init__(self, kernel, dx, H, steps, side=None):
+    def __init__(self, kernel, dx, H, steps, spare, side=None):
         E, _, B = dx.shape
         dtype = dx.dtype
-        self.kernel, self.dx, self.E, self.side = kernel, dx, E, side
-        self.dweights_t = np.zeros((4 * H, E + 1 + H), dtype)
-        # a run's share, before it is added: a buffer of its own, not a fresh array each run,
-        # whose pages the kernel would map again every time (at H = 1024, 25 MB a run)
-        self.run_share = np.empty_like(self.dweights_t)
+        self.kernel, self.dx, self.E, self.side, self.spare = kernel, dx, E, side, spare
+        # The sum, and a run's share before it is added, in buffers borrowed from the layer's
+        # spare arrays (given back by `result`): fresh arrays would have their pages mapped again
+        # every pass, and a fresh run_share every run (at H = 1024, 25 MB each). The sum starts
+        # unwritten: the first run's share is added to zero as it is copied in (`flush`).
+        self.dweights_t = spare.borrow((4 * H, E + 1 + H), dtype)
+        self.run_share = spare.borrow((4 * H, E + 1 + H), dtype)
+        self.summed = False           # whether dweights_t holds a sum yet
         self.xh_cols = np.empty((E + 1 + H, steps, B), dtype)
         self.dz_cols = np.empty((4 * H, steps, B), dtype)
         self.lo = self.hi = None      # the steps held, at the end of the buffers
@@ -257,23 +295,33 @@ class StepColumns:
         dz = self.dz_cols[:, at:].reshape(len(self.dz_cols), -1)
         xh = self.xh_cols[:, at:].reshape(len(self.xh_cols), -1)
         np.matmul(dz, xh.T, out=self.run_share)
-        self.dweights_t += self.run_share
+        if self.summed:
+            self.dweights_t += self.run_share
+        else:                         # 0 + share, as a sum from zero (a -0.0 comes out +0.0)
+            np.add(self.run_share, 0.0, out=self.dweights_t)
+            self.summed = True
         np.matmul(self.kernel, dz, out=self.dx[:, self.lo:self.hi].reshape(self.E, -1))
         self.lo = self.hi = None
 
     def result(self):
-        """(dkernel (E, 4H), drecurrent_kernel (H, 4H), dbias (4H,)), once every step is flushed."""
+        """(dkernel (E, 4H), drecurrent_kernel (H, 4H), dbias (4H,)), once every step is flushed;
+        gives the buffers back to the spare arrays."""
         E = self.E
+        if not self.summed:           # no step ran: every row masked throughout
+            self.dweights_t.fill(0.0)
         dweights = transposed_copy(self.dweights_t)
+        self.spare.give_back(self.dweights_t, self.run_share)
+        self.dweights_t = self.run_share = None
         return dweights[:E], dweights[E + 1:], dweights[E]
 
 
-def transposed_copy(a, tile=TILE):
-    """a.T.copy() of a 2-D array, copied tile by tile: a plain transposing copy reads a across
-    its rows, one element per row in turn, and at (4H, E + 1 + H) = (4096, 1537) misses the
-    cache on nearly every read; a tile of both arrays fits in it."""
+def transposed_copy(a, tile=TILE, out=None):
+    """a.T.copy() of a 2-D array (into out, (cols, rows), when given), copied tile by tile: a
+    plain transposing copy reads a across its rows, one element per row in turn, and at
+    (4H, E + 1 + H) = (4096, 1537) misses the cache on nearly every read; a tile of both arrays
+    fits in it."""
     rows, cols = a.shape
-    out = np.empty((cols, rows), a.dtype)
+    out = np.empty((cols, rows), a.dtype) if out is None else out
     for i in range(0, cols, tile):
         for j in range(0, rows, tile):
             out[i:i + tile, j:j + tile] = a[j:j + tile, i:i + tile].T

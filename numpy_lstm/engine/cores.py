@@ -144,6 +144,12 @@ def get_blas_threads():
     return _blas[0].get_num_threads() if _blas else None
 
 
+def blas_architecture():
+    """The CPU family whose kernels BLAS runs (OpenBLAS's "Haswell", "SkylakeX", "Zen", ...), or
+    None when BLAS does not say: which orientation of a matmul is faster depends on it."""
+    return getattr(_blas[0], "architecture", None) if _blas else None
+
+
 def set_blas_threads(n):
     """Set BLAS's thread count for the whole process (blas_threads, for a block)."""
     for lib in _blas:

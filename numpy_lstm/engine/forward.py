@@ -13,19 +13,28 @@ back with the `LoopCache` that `forward_rows` returns.
 
 Shapes: B rows of this part, T time steps, E input features, H units.
 """
+import sys
+
 import numpy as np
 
-from . import sidethread
+from . import cores, sidethread
 
 # Columns (steps * B) of a block of steps whose input part of z_t the forward computes in one
 # matmul: enough for the matmul to run near its peak, few enough to stay in cache.
 BLOCK_COLUMNS = 512
+# BLAS kernels on which the batch-last step matmuls measured faster at every size, against
+# batch-first from 1,024 units on the others (docs/engine.md, "Batch-first step matmuls")
+BATCH_LAST_BLAS = frozenset({"SkylakeX"})
 # Recurrent weights of at least this many bytes (H >= 1024 in float32) run the steps' matmuls
-# batch-first (batch_first_step)
-BATCH_FIRST_MIN_BYTES = 16 << 20
+# batch-first (batch_first_step), except on BATCH_LAST_BLAS
+BATCH_FIRST_MIN_BYTES = sys.maxsize if cores.blas_architecture() in BATCH_LAST_BLAS else 16 << 20
 # From this many units on, the batch-last step matmuls read C-ordered weights (recurrent_order,
 # backward.RecurrentGradient)
 ROW_MAJOR_MIN_UNITS = 256
+# Rows and columns of a tile of `scaled_copy` where it reads across the layout it writes, from
+# this many elements on (below, the tiles' calls cost more than they save)
+CROSS_TILE = 64
+CROSS_TILED_MIN_ELEMENTS = 1 << 18
 # The slots of a step's (6, H, B) block of the `cells` array (T + 1, 6, H, B): in the forward,
 # tanh(c_t), the gates i, f, o, the candidate g = c~, and c_{t-1}; so that [i, f] * [g, c_{t-1}]
 # is one multiply, the sigmoid gates i, f, o are one block, and c_t goes to the next step's
@@ -216,7 +225,8 @@ def loop_weights(kernel, recurrent_kernel, bias, recurrent_order="F"):
     a C-ordered (E + 1, 4H) array, where the gate blocks are column blocks; recurrent_weights
     is laid out in `recurrent_order` ("C" or "F"), the layout its step's matmul reads fastest
     (`recurrent_order`). Where that is not the recurrent kernel's own layout (F-ordered, as
-    `orthogonal` gives it), it is read across its layout (copied in tiles, it took as long).
+    `orthogonal` gives it), it is read across its layout; F-ordered weights of many units are
+    copied so in tiles (`scaled_copy`).
     """
     E, H4 = kernel.shape
     H = H4 // 4
@@ -228,8 +238,24 @@ def loop_weights(kernel, recurrent_kernel, bias, recurrent_order="F"):
         gate, loop_gate = slice(k * H, (k + 1) * H), slice(block * H, (block + 1) * H)
         np.multiply(kernel[:, gate], scale, out=stacked[:E, loop_gate])
         np.multiply(bias[gate], scale, out=stacked[E, loop_gate])
-        np.multiply(recurrent_kernel[:, gate].T, scale, out=recurrent[loop_gate])
+        scaled_copy(recurrent[loop_gate], recurrent_kernel[:, gate].T, scale)
     return stacked.T, recurrent
+
+
+def scaled_copy(out, a, scale, tile=CROSS_TILE):
+    """out = a * scale, for 2-D arrays of one shape: one multiply, or, where out's columns and a's
+    rows are contiguous (a transposing copy, each read across the other's layout) of
+    CROSS_TILED_MIN_ELEMENTS or more, tile by tile, as `backward.transposed_copy` does: at a power-of-two
+    H the rows of both arrays fall on the same cache sets, and a (tile, tile) block of each fits
+    the cache. The same product for every element either way."""
+    crossed = out.strides[0] == out.itemsize and a.strides[1] == a.itemsize
+    if not crossed or out.size < CROSS_TILED_MIN_ELEMENTS:
+        np.multiply(a, scale, out=out)
+        return
+    rows, cols = out.shape
+    for i in range(0, rows, tile):
+        for j in range(0, cols, tile):
+            np.multiply(a[i:i + tile, j:j + tile], scale, out=out[i:i + tile, j:j + tile])
 
 
 def recurrent_order(H, B, dtype):
@@ -249,9 +275,10 @@ def block_steps(T, B):
 
 def batch_first_step(H, B, dtype):
     """Whether the steps' matmuls run batch-first (`RecurrentPart`, and backward's
-    `RecurrentGradient`): once the recurrent weights outgrow the cache (BATCH_FIRST_MIN_BYTES),
-    and at up to 64 rows. Both orientations are the same sums of products, up to rounding (BLAS
-    may add in another order); which is faster is the BLAS's affair, measured in docs/engine.md.
+    `RecurrentGradient`): once the recurrent weights outgrow the cache (BATCH_FIRST_MIN_BYTES;
+    never on the BLAS kernels of BATCH_LAST_BLAS), and at up to 64 rows. Both orientations are
+    the same sums of products, up to rounding (BLAS may add in another order); which is faster
+    is the BLAS's affair, measured in docs/engine.md.
     """
     return H * H * 4 * np.dtype(dtype).itemsize >= BATCH_FIRST_MIN_BYTES and B <= 64
 
@@ -348,12 +375,12 @@ class LoopCache:
     def __init__(self, xh, plan, cells, keep, kernel, recurrent_kernel, spare):
         self.xh, self.plan, self.cells, self.keep = xh, plan, cells, keep
         self.kernel, self.recurrent_kernel = kernel, recurrent_kernel
-        self._spare = spare
+        self.spare = spare
 
     def release(self):
         """Give the large buffer back; the cache can serve no further backward."""
         if self.cells is not None:
-            self._spare.give_back(self.cells)
+            self.spare.give_back(self.cells)
             self.cells = None
 
     def __del__(self):

@@ -12,7 +12,9 @@ class SpareArrays:
     that it runs parts of.
     """
 
-    KEEP = 3
+    # the loop's cells, backward's sum of the weight gradients and its run's share, its copy of
+    # the recurrent kernel
+    KEEP = 4
 
     def __init__(self):
         self._arrays = []
