@@ -5,6 +5,7 @@ To run it again and write its outputs into it (after changing a cell): python te
 import copy
 import json
 import os
+import re
 import sys
 
 import nbformat
@@ -46,6 +47,35 @@ def text(cell):
     return "".join(o.get("text", "") for o in cell.get("outputs", []) if o.output_type == "stream")
 
 
+NUMBER = re.compile(r"[-+]?\d+(?:\.(\d+))?(?:e[-+]?\d+)?")
+
+
+def same_up_to_last_digit(printed, expected):
+    """Whether two printouts are the same text, each integer the same and each decimal within one
+    unit of its last printed digit of the other's: another BLAS may round a float64 sum in its last bit, and a number
+    printed on the boundary between two roundings then comes out one digit apart."""
+    if NUMBER.sub("#", printed) != NUMBER.sub("#", expected):
+        return False
+    for a, b in zip(NUMBER.finditer(printed), NUMBER.finditer(expected)):
+        if b.group(1) is None:                 # a count: exactly
+            if a.group(0) != b.group(0):
+                return False
+            continue
+        digits = len(b.group(1))
+        exponent = float("1e" + b.group(0).lower().split("e")[1]) if "e" in b.group(0).lower() else 1.0
+        if abs(float(a.group(0)) - float(b.group(0))) > 1.01 * 10.0 ** -digits * exponent:
+            return False
+    return True
+
+
+def test_numbers_may_differ_by_one_in_their_last_digit_and_no_more():
+    assert same_up_to_last_digit("occlusion +0.2456 and 12 words", "occlusion +0.2455 and 12 words")
+    assert same_up_to_last_digit("error 3.1e-08", "error 3.2e-08")
+    assert not same_up_to_last_digit("occlusion +0.2457", "occlusion +0.2455")
+    assert not same_up_to_last_digit("read 13 words", "read 12 words")
+    assert not same_up_to_last_digit("read 12 words", "read 12 ward")
+
+
 def test_the_notebook_runs_and_its_outputs_are_committed(imdb_path, tmp_path, monkeypatch):
     monkeypatch.setenv("NUMPY_LSTM_DATA", imdb_path)
     committed = nbformat.read(NOTEBOOK, as_version=4)
@@ -65,7 +95,7 @@ def test_the_notebook_runs_and_its_outputs_are_committed(imdb_path, tmp_path, mo
         assert {o.output_type for o in mine.outputs} == {o.output_type for o in theirs.outputs}, mine.source[:60]
         assert text(mine).count("\n") == text(theirs).count("\n"), mine.source[:60]
         if derivation:
-            assert text(mine) == text(theirs), mine.source[:60]
+            assert same_up_to_last_digit(text(mine), text(theirs)), mine.source[:60]
         for output in mine.outputs:
             if "image/png" in output.get("data", {}):
                 assert len(output.data["image/png"]) < 120_000       # base64 of a modest PNG
