@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -36,6 +35,7 @@ import numpy_lstm
 GRID = "1,500,32,100;8,500,32,100;64,500,32,100;256,500,32,100;64,100,32,256;64,100,256,512;16,100,512,1024"
 CHECKED = ("1,20,32,100;8,50,32,100;64,30,32,100;32,20,32,256;64,10,32,64;16,600,8,12;3,40,5,7;"
            "20,10,6,12;128,12,32,100;64,8,16,300;16,5,64,512;8,4,32,1024")
+SETTLE = 0.02          # seconds left before each timed pass, for the threads of the one before
 NAMES = ["out", "dx", "dh0", "dc0", "dkernel", "drecurrent_kernel", "dbias"]
 # dtype, mask, return_sequences, initial state, recurrent dropout
 CASES = [(np.float32, None, False, False, False), (np.float32, "pre", False, False, False),
@@ -144,30 +144,25 @@ def pass_inputs(B, T, E, H):
     return rng.standard_normal((B, T, E), dtype=np.float32), rng.standard_normal((B, H), dtype=np.float32)
 
 
-def timed_pass(layer, x, dout):
-    time.sleep(0.02)                          # let the threads of the pass before settle
-    start = time.perf_counter()
-    _, cache = layer.forward(x)
-    layer.backward(dout, cache)
-    return time.perf_counter() - start
+def one_pass(layer, x, dout):
+    """A callable running one forward + backward of layer."""
+    def run():
+        _, cache = layer.forward(x)
+        layer.backward(dout, cache)
+    return run
 
 
 def load():
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def time_interleaved(old, shapes, repeats):
+def time_in_one_process(old, shapes, repeats):
     print("load average", load(), flush=True)
     for B, T, E, H in shapes:
         new_layer, old_layer = layer_pair(old, E, H, np.float32, initial=True)
         x, dout = pass_inputs(B, T, E, H)
-        times = {"old": [], "new": []}
-        for r in range(repeats + 1):
-            order = [("old", old_layer), ("new", new_layer)] if r % 2 else [("new", new_layer), ("old", old_layer)]
-            for name, layer in order:
-                seconds = timed_pass(layer, x, dout)
-                if r:                         # round 0 warms up
-                    times[name].append(seconds)
+        times = numpy_lstm.time_interleaved({"new": one_pass(new_layer, x, dout), "old": one_pass(old_layer, x, dout)},
+                                            repeats, settle=SETTLE)
         report((B, T, E, H), times["old"], times["new"], "pairs the new won: "
                f"{sum(n < o for n, o in zip(times['new'], times['old']))}/{repeats}")
     print("load average", load(), flush=True)
@@ -178,19 +173,19 @@ def time_alone(old, which, shape, repeats):
     B, T, E, H = shape
     layer = (numpy_lstm if which == "new" else old).LSTM(E, H, np.random.default_rng(1))
     x, dout = pass_inputs(B, T, E, H)
-    print(statistics.median([timed_pass(layer, x, dout) for _ in range(repeats + 1)][1:]))
+    times = numpy_lstm.time_interleaved({which: one_pass(layer, x, dout)}, repeats, settle=SETTLE)
+    print(statistics.median(times[which]))
 
 
 def time_processes(args, shapes, rounds=5):
     print("load average", load(), flush=True)
     for shape in shapes:
-        got = {"old": [], "new": []}
-        for r in range(rounds):
-            for which in (("old", "new") if r % 2 else ("new", "old")):
-                command = [sys.executable, __file__, "alone", "--old", args.old, "--which", which,
-                           "--shapes", ",".join(map(str, shape)), "--repeats", str(args.repeats)]
-                got[which].append(float(subprocess.run(command, capture_output=True, text=True,
-                                                       check=True).stdout.split()[-1]))
+        def alone(which):
+            command = [sys.executable, __file__, "alone", "--old", args.old, "--which", which,
+                       "--shapes", ",".join(map(str, shape)), "--repeats", str(args.repeats)]
+            return lambda: float(subprocess.run(command, capture_output=True, text=True,
+                                                check=True).stdout.split()[-1])
+        got = numpy_lstm.time_interleaved({"new": alone("new"), "old": alone("old")}, rounds)
         report(shape, got["old"], got["new"], f"{rounds} processes each")
     print("load average", load(), flush=True)
 
@@ -217,7 +212,7 @@ def main():
         if args.mode == "alone":
             time_alone(old, args.which, shapes[0], args.repeats)
         elif args.mode == "time":
-            time_interleaved(old, shapes, args.repeats)
+            time_in_one_process(old, shapes, args.repeats)
         else:
             time_processes(args, shapes)
     return 0

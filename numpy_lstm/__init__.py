@@ -2,6 +2,7 @@
 __version__ = "0.1.0"     # first: the modules below read it (the run marker, `numpy-lstm --version`)
 
 from .attribution import integrated_gradients, occlusion
+from .benchmark import time_interleaved
 from .config import RECIPES, TrainConfig, recipe_config
 from .data import ImdbData, load_imdb, train_test_split
 from .engine import get_num_processes, get_num_threads, set_num_processes, set_num_threads
@@ -23,5 +24,6 @@ __all__ = [
     "binary_crossentropy", "check_gradient", "clip_by_global_norm", "fit_mix", "fit_vote_mix", "get_num_processes",
     "get_num_threads", "inspect_review", "integrated_gradients", "load_imdb", "lstm_internals", "ngram_keys",
     "numerical_gradient", "occlusion", "pad_sequences", "preprocess_reviews", "read_review", "recipe_config",
-    "relative_error", "self_train", "set_num_processes", "set_num_threads", "sigmoid", "train_test_split",
+    "relative_error", "self_train", "set_num_processes", "set_num_threads", "sigmoid", "time_interleaved",
+    "train_test_split",
 ]

@@ -13,7 +13,7 @@ Shapes: B rows of this part, T time steps, E input features, H units.
 import numpy as np
 
 from . import sidethread
-from .forward import batch_first_step, block_steps, copy_swapped, recurrent_order, step_views
+from .forward import batch_first_step, block_steps, copy_swapped, recurrent_order, step_views, tiled_copy
 
 # Elements of the block of gate-derivative factors that backward_rows fills before running the
 # block's steps: small enough to stay in cache, large enough to amortise NumPy's per-call cost.
@@ -316,13 +316,10 @@ class StepColumns:
 
 
 def transposed_copy(a, tile=TILE, out=None):
-    """a.T.copy() of a 2-D array (into out, (cols, rows), when given), copied tile by tile: a
-    plain transposing copy reads a across its rows, one element per row in turn, and at
-    (4H, E + 1 + H) = (4096, 1537) misses the cache on nearly every read; a tile of both arrays
-    fits in it."""
+    """a.T.copy() of a 2-D array (into out, (cols, rows), when given), tile by tile
+    (`forward.tiled_copy`): at (4H, E + 1 + H) = (4096, 1537) a plain transposing copy misses the
+    cache on nearly every read."""
     rows, cols = a.shape
     out = np.empty((cols, rows), a.dtype) if out is None else out
-    for i in range(0, cols, tile):
-        for j in range(0, rows, tile):
-            out[i:i + tile, j:j + tile] = a[j:j + tile, i:i + tile].T
+    tiled_copy(out, a.T, tile=tile)
     return out

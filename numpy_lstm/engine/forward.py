@@ -245,17 +245,27 @@ def loop_weights(kernel, recurrent_kernel, bias, recurrent_order="F"):
 def scaled_copy(out, a, scale, tile=CROSS_TILE):
     """out = a * scale, for 2-D arrays of one shape: one multiply, or, where out's columns and a's
     rows are contiguous (a transposing copy, each read across the other's layout) of
-    CROSS_TILED_MIN_ELEMENTS or more, tile by tile, as `backward.transposed_copy` does: at a power-of-two
-    H the rows of both arrays fall on the same cache sets, and a (tile, tile) block of each fits
-    the cache. The same product for every element either way."""
+    CROSS_TILED_MIN_ELEMENTS or more, by `tiled_copy`: at a power-of-two H the rows of both
+    arrays fall on the same cache sets. The same product for every element either way."""
     crossed = out.strides[0] == out.itemsize and a.strides[1] == a.itemsize
     if not crossed or out.size < CROSS_TILED_MIN_ELEMENTS:
         np.multiply(a, scale, out=out)
-        return
+    else:
+        tiled_copy(out, a, scale, tile)
+
+
+def tiled_copy(out, a, scale=None, tile=CROSS_TILE):
+    """out = a (times scale, when given), for 2-D arrays of one shape laid out across each other,
+    one (tile, tile) block at a time: a block of each fits the cache, where copying whole rows
+    reads one element per row of the other array in turn and misses the cache on nearly every
+    read (`scaled_copy`, and backward's `transposed_copy`)."""
     rows, cols = out.shape
     for i in range(0, rows, tile):
         for j in range(0, cols, tile):
-            np.multiply(a[i:i + tile, j:j + tile], scale, out=out[i:i + tile, j:j + tile])
+            if scale is None:
+                out[i:i + tile, j:j + tile] = a[i:i + tile, j:j + tile]
+            else:
+                np.multiply(a[i:i + tile, j:j + tile], scale, out=out[i:i + tile, j:j + tile])
 
 
 def recurrent_order(H, B, dtype):
