@@ -13,6 +13,7 @@ import typing
 from typing import Optional
 
 from .checks import (
+    BIGRAM_BUCKETS,
     COUNT,
     FRACTION,
     GRAM_LENGTH,
@@ -31,16 +32,17 @@ from .checks import (
 from .errors import NumpyLSTMError
 
 
-def setting(default, help, group, rule=None, choices=None, metavar=None, aliases=(), recipe_values=True):
+def setting(default, help, group, rule=None, choices=None, metavar=None, aliases=(), recipe_values=True,
+            hidden=False):
     """A TrainConfig field and what the CLI and the checks need to know about it.
 
     group: the `train --help` section ("data", "model", "optimisation"). rule or choices: the
     allowed values (None, for an optional setting, is always allowed). aliases: further flag
     names. recipe_values: whether the help lists each recipe's value (not for settings such as
-    the data path, which no recipe sets).
+    the data path, which no recipe sets). hidden: a flag left out of `train --help` (a prototype's).
     """
     metadata = {"help": help, "group": group, "rule": rule, "choices": choices, "metavar": metavar,
-                "aliases": aliases, "recipe_values": recipe_values}
+                "aliases": aliases, "recipe_values": recipe_values, "hidden": hidden}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -101,6 +103,11 @@ class TrainConfig:
         choices=POOLINGS)
     num_layers: int = setting(1, "stacked LSTMs", "model", LAYERS, metavar="N", aliases=("--layers",))
     bidirectional: bool = setting(False, "read each review forward and backward", "model")
+    # fastText / Johnson & Zhang's region embeddings, as a prototype (issue 35): hidden from --help for now.
+    bigram_buckets: int = setting(
+        0, "add to each word's embedding a trainable vector of its (previous word, word) pair, hashed into N "
+           "buckets (a second table of N x embed_dim, zeros at the start); 0: off", "model", BIGRAM_BUCKETS,
+        metavar="N", hidden=True)
     implementation: str = setting(
         "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
                 "the same maths", "model", choices=IMPLEMENTATIONS, recipe_values=False)
