@@ -12,6 +12,7 @@ import numpy as np
 from . import engine, reference
 from .checks import IMPLEMENTATIONS
 from .initializers import glorot_uniform, orthogonal
+from .sparse import RowSparse
 
 
 def bigram_buckets(ids, buckets):
@@ -60,12 +61,14 @@ class Embedding:
         return out, ids
 
     def backward(self, dout, ids):
-        """dout (B, T, E) -> [dembeddings (V, E)], and [..., dbigram_table (K, E)] with bigrams.
+        """dout (B, T, E) -> [dembeddings (V, E)], and [..., dbigram_table] with bigrams.
 
         A token id that occurs n times receives the sum of its n upstream rows (`d[ids] += dout`
         would keep only one). The sums are np.bincount of the ids weighted by one column of dout
         at a time: several times faster than the scatter-add np.add.at, and summed in float64.
-        The bigram table's gradient is the same sums over the buckets of the non-padding steps.
+        The bigram table's gradient is the same sums over the buckets of the non-padding steps,
+        row-sparse (`RowSparse`): only the buckets the batch reads, numbered by np.unique's
+        inverse, so nothing K long is formed (a batch reads a few thousand of K = 2^18 buckets).
         """
         V, E = self.embeddings.shape
         ids = np.asarray(ids)
@@ -77,16 +80,19 @@ class Embedding:
         dembeddings = np.empty((V, E), self.embeddings.dtype)
         if self.bigrams:
             words = np.flatnonzero(flat_ids != 0)
-            flat_buckets = buckets.ravel()[words]
-            dbigrams = np.empty((self.bigrams, E), self.embeddings.dtype)
+            rows, inverse = np.unique(buckets.ravel()[words], return_inverse=True)
+            inverse = inverse.ravel()      # NumPy 2.0 and 2.1 shape it like their input
+            dbigrams = np.empty((len(rows), E), self.embeddings.dtype)
         for j in range(E):
             # One feature's column, flattened in the order of flat_ids. The LSTM's dx is a view
             # of a (T, E, B) array, where each column is a run of (T, B) blocks: no transpose.
             column = dout[..., j].ravel()
             dembeddings[:, j] = np.bincount(flat_ids, weights=column, minlength=V)
             if self.bigrams:
-                dbigrams[:, j] = np.bincount(flat_buckets, weights=column[words], minlength=self.bigrams)
-        return [dembeddings, dbigrams] if self.bigrams else [dembeddings]
+                dbigrams[:, j] = np.bincount(inverse, weights=column[words], minlength=len(rows))
+        if self.bigrams:
+            return [dembeddings, RowSparse(rows, dbigrams, self.bigram_table.shape)]
+        return [dembeddings]
 
 
 class Dense:

@@ -1,12 +1,14 @@
 """The hashed bigram table of the embedding (--bigram-buckets, a prototype for issue 35):
-central-difference gradients in float64, of the layer and of the whole model, and its plumbing."""
+central-difference gradients in float64, of the layer and of the whole model, its row-sparse
+gradient and lazy Adam, and its plumbing."""
 import numpy as np
 import pytest
 
-from numpy_lstm import SentimentLSTM, check_gradient
+from numpy_lstm import SGD, Adam, SentimentLSTM, check_gradient, clip_by_global_norm
 from numpy_lstm.config import recipe_config
 from numpy_lstm.layers import Embedding, bigram_buckets
 from numpy_lstm.memory import weight_count
+from numpy_lstm.sparse import RowSparse
 
 TOL = 1e-6
 
@@ -103,3 +105,123 @@ def test_setting_sizes_the_model_and_the_memory_estimate():
     off, on = recipe_config("full"), recipe_config("full", bigram_buckets=1 << 18)
     assert off.bigram_buckets == 0
     assert weight_count(on) - weight_count(off) == (1 << 18) * on.embed_dim
+
+
+def dense_bigram_gradient(ids, dout, K):
+    """The bigram table's gradient the plain way: every non-padding step adds its dout row to its bucket."""
+    dense = np.zeros((K, dout.shape[2]))
+    words = ids != 0
+    np.add.at(dense, bigram_buckets(ids, K)[words], dout[words])
+    return dense
+
+
+@pytest.mark.parametrize("time_major", [False, True])
+def test_sparse_gradient_is_the_dense_one_on_the_rows_touched(time_major):
+    rng = np.random.default_rng(3)
+    K = 5
+    layer = bigram_layer(rng, K=K)
+    # collisions (7 distinct pairs into 5 buckets), repeated pairs, padding, one bucket no step reads
+    ids = np.array([[0, 0, 3, 1, 3, 1], [2, 5, 5, 5, 1, 4], [0, 0, 0, 0, 6, 6]])
+    out, cache = layer.forward(ids)
+    dout = rng.normal(size=out.shape)
+    if time_major:
+        dout = np.ascontiguousarray(dout.transpose(1, 2, 0)).transpose(2, 0, 1)
+    _, dbigrams = layer.backward(dout, cache)
+    assert isinstance(dbigrams, RowSparse) and dbigrams.shape == (K, 3)
+    touched = np.unique(bigram_buckets(ids, K)[ids != 0])
+    np.testing.assert_array_equal(dbigrams.rows, touched)
+    assert dbigrams.values.shape == (len(touched), 3) and dbigrams.values.dtype == np.float64
+    dense = dense_bigram_gradient(ids, np.asarray(dout), K)
+    np.testing.assert_allclose(dbigrams.values, dense[touched], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dbigrams.toarray(), dense, rtol=1e-12, atol=1e-12)
+    assert not np.any(dense[np.setdiff1d(np.arange(K), touched)])
+
+
+def test_sparse_gradient_at_scale_reads_only_the_batch():
+    rng = np.random.default_rng(4)
+    K = 1 << 18
+    layer = Embedding(50, 4, rng, dtype=np.float64, bigrams=K)
+    ids = rng.integers(0, 50, size=(8, 30))
+    ids[:, :5] = 0
+    out, cache = layer.forward(ids)
+    dout = rng.normal(size=out.shape)
+    _, dbigrams = layer.backward(dout, cache)
+    assert len(dbigrams.rows) <= (ids != 0).sum()
+    dense = dense_bigram_gradient(ids, dout, K)
+    np.testing.assert_allclose(dbigrams.values, dense[dbigrams.rows], rtol=1e-12, atol=1e-12)
+    assert np.count_nonzero(np.abs(dense).sum(axis=1)) == len(dbigrams.rows)
+
+
+def sparse_case(rng, K=9, E=3, rows=(1, 4, 5, 8)):
+    rows = np.array(rows)
+    values = rng.normal(size=(len(rows), E))
+    return RowSparse(rows, values, (K, E)), rows
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lazy_adam_step_one_is_dense_adam_on_the_rows_touched(dtype):
+    rng = np.random.default_rng(6)
+    g, rows = sparse_case(rng)
+    g.values = g.values.astype(dtype)
+    other = rng.normal(size=(4, 2)).astype(dtype)       # a dense weight beside it
+    other_g = rng.normal(size=(4, 2)).astype(dtype)
+    w0 = rng.normal(size=g.shape).astype(dtype)
+    lazy_w, dense_w = [w0.copy(), other.copy()], [w0.copy(), other.copy()]
+    Adam(learning_rate=0.01).step(lazy_w, [g, other_g])
+    Adam(learning_rate=0.01).step(dense_w, [g.toarray(), other_g])
+    np.testing.assert_array_equal(lazy_w[0][rows], dense_w[0][rows])
+    untouched = np.setdiff1d(np.arange(g.shape[0]), rows)
+    np.testing.assert_array_equal(lazy_w[0][untouched], w0[untouched])
+    np.testing.assert_array_equal(lazy_w[1], dense_w[1])     # the dense weight: dense Adam, as before
+    assert np.all(lazy_w[0][rows] != w0[rows])
+
+
+def test_lazy_adam_leaves_the_moments_of_untouched_rows_as_they_are():
+    rng = np.random.default_rng(7)
+    first, rows1 = sparse_case(rng, rows=(1, 4, 5, 8))
+    second, rows2 = sparse_case(rng, rows=(0, 4, 6))
+    w = [rng.normal(size=first.shape)]
+    opt = Adam(learning_rate=0.01)
+    opt.step(w, [first])
+    m1, v1, w1 = opt.m[0].copy(), opt.v[0].copy(), w[0].copy()
+    opt.step(w, [second])
+    kept = np.setdiff1d(np.arange(first.shape[0]), rows2)      # rows 1, 5, 8 (and never touched 2, 3, 7)
+    np.testing.assert_array_equal(opt.m[0][kept], m1[kept])
+    np.testing.assert_array_equal(opt.v[0][kept], v1[kept])
+    np.testing.assert_array_equal(w[0][kept], w1[kept])
+    # row 4, touched twice, as dense Adam's second step on that row
+    b1, b2 = 0.9, 0.999
+    g = second.values[1]
+    np.testing.assert_allclose(opt.m[0][4], b1 * m1[4] + (1 - b1) * g)
+    np.testing.assert_allclose(opt.v[0][4], b2 * v1[4] + (1 - b2) * g ** 2)
+    assert opt.iterations == 2
+
+
+def test_clipping_and_sgd_keep_it_row_sparse():
+    rng = np.random.default_rng(8)
+    g, rows = sparse_case(rng)
+    dense_other = rng.normal(size=(3, 2))
+    clipped, norm = clip_by_global_norm([g, dense_other], 0.5)
+    expected, expected_norm = clip_by_global_norm([g.toarray(), dense_other], 0.5)
+    assert isinstance(clipped[0], RowSparse) and norm == pytest.approx(expected_norm, rel=1e-12)
+    np.testing.assert_allclose(clipped[0].toarray(), expected[0], rtol=1e-12)
+    np.testing.assert_allclose(clipped[1], expected[1], rtol=1e-12)
+    w = rng.normal(size=g.shape)
+    sparse_w, dense_w = w.copy(), w.copy()
+    SGD(0.1).step([sparse_w], [g])
+    SGD(0.1).step([dense_w], [g.toarray()])
+    np.testing.assert_allclose(sparse_w, dense_w, rtol=1e-12)
+
+
+def test_a_training_run_step_forms_nothing_k_long():
+    """A model's training pass returns the bigram gradient row-sparse; Adam's step then moves
+    only those rows of the table."""
+    model = small_model(K=1 << 16)
+    ids = np.array([[0, 0, 3, 1, 6], [2, 5, 5, 1, 4]])
+    grads = model.training_pass(ids, np.array([1, 0]))[2]
+    assert isinstance(grads[1], RowSparse) and len(grads[1].rows) <= 8
+    assert all(isinstance(g, np.ndarray) for i, g in enumerate(grads) if i != 1)
+    before = model.embedding.bigram_table.copy()
+    Adam().step(model.weights, grads)
+    moved = np.flatnonzero(np.any(model.embedding.bigram_table != before, axis=1))
+    np.testing.assert_array_equal(moved, grads[1].rows)
