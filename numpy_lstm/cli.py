@@ -59,8 +59,6 @@ def add_setting(group, field):
     if meta["recipe_values"]:
         values = (RECIPES[name].get(field.name, field.default) for name in RECIPES)
         help += " [" + "; ".join(f"{name}: {value}" for name, value in zip(RECIPES, values)) + "]"
-    if meta.get("hidden"):
-        help = argparse.SUPPRESS
     kind = (typing.get_args(field.type) or (field.type,))[0]  # Optional[int] -> int
     if kind is bool:
         group.add_argument(*flags, dest=field.name, default=None, action=argparse.BooleanOptionalAction, help=help)

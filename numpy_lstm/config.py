@@ -32,17 +32,16 @@ from .checks import (
 from .errors import NumpyLSTMError
 
 
-def setting(default, help, group, rule=None, choices=None, metavar=None, aliases=(), recipe_values=True,
-            hidden=False):
+def setting(default, help, group, rule=None, choices=None, metavar=None, aliases=(), recipe_values=True):
     """A TrainConfig field and what the CLI and the checks need to know about it.
 
     group: the `train --help` section ("data", "model", "optimisation"). rule or choices: the
     allowed values (None, for an optional setting, is always allowed). aliases: further flag
     names. recipe_values: whether the help lists each recipe's value (not for settings such as
-    the data path, which no recipe sets). hidden: a flag left out of `train --help` (a prototype's).
+    the data path, which no recipe sets).
     """
     metadata = {"help": help, "group": group, "rule": rule, "choices": choices, "metavar": metavar,
-                "aliases": aliases, "recipe_values": recipe_values, "hidden": hidden}
+                "aliases": aliases, "recipe_values": recipe_values}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -103,11 +102,11 @@ class TrainConfig:
         choices=POOLINGS)
     num_layers: int = setting(1, "stacked LSTMs", "model", LAYERS, metavar="N", aliases=("--layers",))
     bidirectional: bool = setting(False, "read each review forward and backward", "model")
-    # fastText / Johnson & Zhang's region embeddings, as a prototype (issue 35): hidden from --help for now.
+    # Word pairs as fastText's hashed bigrams give them (issue 35): a local order the LSTM need not learn.
     bigram_buckets: int = setting(
-        0, "add to each word's embedding a trainable vector of its (previous word, word) pair, hashed into N "
-           "buckets (a second table of N x embed_dim, zeros at the start); 0: off", "model", BIGRAM_BUCKETS,
-        metavar="N", hidden=True)
+        0, "add to each word's vector a trainable vector of its (previous word, word) pair, hashed into N "
+           "buckets: x_t = E[w_t] + G[bucket(w_{t-1}, w_t)], G a second table of N x embed_dim, zeros at the "
+           "start; 0: off", "model", BIGRAM_BUCKETS, metavar="N")
     implementation: str = setting(
         "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
                 "the same maths", "model", choices=IMPLEMENTATIONS, recipe_values=False)

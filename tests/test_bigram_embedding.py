@@ -1,4 +1,4 @@
-"""The hashed bigram table of the embedding (--bigram-buckets, a prototype for issue 35):
+"""The hashed bigram table of the embedding (--bigram-buckets, issue 35):
 central-difference gradients in float64, of the layer and of the whole model, its row-sparse
 gradient and lazy Adam, and its plumbing."""
 import numpy as np
