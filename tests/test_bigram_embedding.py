@@ -92,6 +92,32 @@ def test_model_gradients_every_weight(adversarial):
     assert max(errors.values()) < TOL, errors
 
 
+@pytest.mark.parametrize("settings", [{}, {"mask_zero": True, "bidirectional": True, "pooling": "max"}])
+def test_the_reference_implementation_agrees_with_the_engine(settings):
+    """--implementation reference (numpy_lstm/reference.py's LSTM) and the fast engine, float64,
+    one model with a pair table twice: the same loss, predictions and every gradient, the
+    table's included; and every gradient of the reference path against central differences."""
+    fast, ref = (SentimentLSTM(vocab_size=20, embed_dim=4, units=3, dtype="float64", seed=0, bigram_buckets=13,
+                               implementation=impl, **settings) for impl in ("fast", "reference"))
+    rng = np.random.default_rng(9)
+    for a, b in zip(fast.weights, ref.weights):
+        a[...] = b[...] = rng.normal(scale=0.5, size=a.shape)     # the table too: it starts at zeros
+    ids = rng.integers(1, 20, (9, 7))
+    ids[:4, :3] = 0                                                # pre-padding
+    labels = rng.integers(0, 2, 9)
+    (loss_f, grads_f), (loss_r, grads_r) = fast.gradients(ids, labels), ref.gradients(ids, labels)
+    np.testing.assert_allclose(loss_f, loss_r, rtol=1e-10, atol=1e-12)
+    for name, a, b in zip(ref.weight_names, grads_f, grads_r):
+        assert np.abs(np.asarray(b)).max() > 0, name
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12, err_msg=name)
+    np.testing.assert_allclose(fast.predict(ids), ref.predict(ids), rtol=1e-10, atol=1e-12)
+    assert isinstance(grads_r[1], RowSparse)
+    f = lambda: np.array(ref.gradients(ids, labels)[0])   # noqa: E731
+    errors = {name: check_gradient(f, w, np.array(1.0), g)
+              for name, w, g in zip(ref.weight_names, ref.weights, grads_r)}
+    assert max(errors.values()) < TOL, errors
+
+
 def test_save_load_keeps_the_table(tmp_path):
     model = small_model()
     model.save(tmp_path / "m.npz")
