@@ -1,10 +1,12 @@
 """The hashed bigram table of the embedding (--bigram-buckets, issue 35):
 central-difference gradients in float64, of the layer and of the whole model, its row-sparse
 gradient and lazy Adam, and its plumbing."""
+import json
+
 import numpy as np
 import pytest
 
-from numpy_lstm import SGD, Adam, SentimentLSTM, check_gradient, clip_by_global_norm
+from numpy_lstm import SGD, Adam, NumpyLSTMError, SentimentLSTM, check_gradient, clip_by_global_norm
 from numpy_lstm.config import recipe_config
 from numpy_lstm.layers import Embedding, bigram_buckets
 from numpy_lstm.memory import weight_count
@@ -123,8 +125,30 @@ def test_save_load_keeps_the_table(tmp_path):
     model.save(tmp_path / "m.npz")
     loaded = SentimentLSTM.load(tmp_path / "m.npz")
     assert loaded.config["bigram_buckets"] == 11
+    np.testing.assert_array_equal(loaded.embedding.bigram_table, model.embedding.bigram_table)
     ids = np.array([[0, 3, 1, 6], [2, 5, 5, 1]])
     np.testing.assert_array_equal(loaded.predict(ids), model.predict(ids))
+    # A file whose config has the table but not its array, or another number of rows: one line
+    with np.load(tmp_path / "m.npz") as data:
+        arrays = {name: data[name] for name in data.files}
+    table = arrays.pop("embedding/bigrams")
+    np.savez(tmp_path / "none.npz", **arrays)
+    np.savez(tmp_path / "short.npz", **arrays, **{"embedding/bigrams": table[:5]})
+    for name in ("none.npz", "short.npz"):
+        with pytest.raises(NumpyLSTMError, match="embedding/bigrams"):
+            SentimentLSTM.load(tmp_path / name)
+
+
+def test_off_writes_the_model_file_it_always_wrote(tmp_path):
+    """bigram_buckets 0 (every recipe): the config keys and the arrays of the file are those of a
+    version without the setting, so that such a version still reads it."""
+    SentimentLSTM(vocab_size=7, embed_dim=3, units=4, seed=0).save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as data:
+        assert sorted(data.files) == ["config", "dense/bias", "dense/kernel", "embedding/embeddings",
+                                      "lstm/bias", "lstm/kernel", "lstm/recurrent_kernel"]
+        config = json.loads(str(data["config"]))
+    assert list(config) == ["vocab_size", "embed_dim", "units", "mask_zero", "dropout", "pooling", "num_layers",
+                            "bidirectional", "dtype", "recurrent_dropout", "word_dropout", "implementation"]
 
 
 def test_setting_sizes_the_model_and_the_memory_estimate():
