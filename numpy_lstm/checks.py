@@ -42,6 +42,7 @@ def at_most(limit, low=1, words="a positive integer"):
 
 VOCAB_SIZE = at_most(10_000_000, 3, "at least 3 (ids 0 and 1 are reserved)")
 WIDTH = at_most(10_000)                 # embed_dim, units
+BIGRAM_BUCKETS = at_most(1 << 24, 0, "0 (off) or a positive integer")
 LAYERS = at_most(16)
 POSITIVE = Rule("positive", lambda v: _real(v) and v > 0)
 OFF_OR_POSITIVE = Rule("0 (off) or positive", lambda v: _real(v) and v >= 0)

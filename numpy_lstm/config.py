@@ -13,6 +13,7 @@ import typing
 from typing import Optional
 
 from .checks import (
+    BIGRAM_BUCKETS,
     COUNT,
     FRACTION,
     GRAM_LENGTH,
@@ -101,6 +102,11 @@ class TrainConfig:
         choices=POOLINGS)
     num_layers: int = setting(1, "stacked LSTMs", "model", LAYERS, metavar="N", aliases=("--layers",))
     bidirectional: bool = setting(False, "read each review forward and backward", "model")
+    # Word pairs as fastText's hashed bigrams give them (issue 35): a local order the LSTM need not learn.
+    bigram_buckets: int = setting(
+        0, "add to each word's vector a trainable vector of its (previous word, word) pair, hashed into N "
+           "buckets: x_t = E[w_t] + G[bucket(w_{t-1}, w_t)], G a second table of N x embed_dim, zeros at the "
+           "start; 0: off", "model", BIGRAM_BUCKETS, metavar="N")
     implementation: str = setting(
         "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
                 "the same maths", "model", choices=IMPLEMENTATIONS, recipe_values=False)

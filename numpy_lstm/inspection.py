@@ -84,14 +84,15 @@ class Internals(NamedTuple):
 def lstm_internals(member, ids):
     """One SentimentLSTM on the steps ids (T,), layer by layer through the reference, in float64.
 
-    Forward: each layer's directions run `lstm_forward` (the backward direction on the reversed
-    sequence); the next layer reads their states side by side, aligned with the steps (inference:
-    no dropout). Backward from the logit, top layer down: each direction's steps give d logit /
-    d c_t and d logit / d (its input), which the layer below receives.
+    Forward: the embedding's vectors x_t (each word's own plus, with a pair table, its pair's:
+    `Embedding.forward`); each layer's directions run `lstm_forward` (the backward direction on
+    the reversed sequence); the next layer reads their states side by side, aligned with the steps
+    (inference: no dropout). Backward from the logit, top layer down: each direction's steps give
+    d logit / d c_t and d logit / d (its input), which the layer below receives.
     """
     H = member.config["units"]
     directions = ("forward", "backward") if member.config["bidirectional"] else ("forward",)
-    seq = member.embedding.embeddings[ids].astype(np.float64)[None]        # (1, T, E)
+    seq = member.embedding.forward(ids[None])[0].astype(np.float64)        # (1, T, E)
     runs = []
     for rnn in member.rnns:
         layer = []

@@ -12,40 +12,86 @@ import numpy as np
 from . import engine, reference
 from .checks import IMPLEMENTATIONS
 from .initializers import glorot_uniform, orthogonal
+from .sparse import RowSparse
+
+
+def bigram_buckets(ids, buckets):
+    """The hashed bucket in [0, buckets) of each (previous id, id) pair of ids (B, T), int64.
+
+    The previous id of a row's first column is 0 (padding), so a review's first word has a bucket
+    of its own kind, (0, w). A fixed multiplicative hash (splitmix64's finaliser) of the pair:
+    the same pair lands in the same bucket in every run and on every machine.
+    """
+    ids = np.asarray(ids)
+    prev = np.zeros(ids.shape, np.uint64)
+    prev[:, 1:] = ids[:, :-1]
+    h = (prev << np.uint64(32)) | ids.astype(np.uint64)
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
+    return (h % np.uint64(buckets)).astype(np.int64)
 
 
 class Embedding:
-    """Lookup table: ids (B, T) -> vectors (B, T, E). Keras init uniform(-0.05, 0.05)."""
+    """Lookup table: ids (B, T) -> vectors (B, T, E). Keras init uniform(-0.05, 0.05).
 
-    def __init__(self, input_dim, output_dim, rng, dtype=np.float32):
+    bigrams K > 0 (fastText / region-embedding style): a second table of K rows (E wide, zeros at
+    the start), and x_t = E[w_t] + G[bucket(w_{t-1}, w_t)] (`bigram_buckets`; w_{-1} is 0). A
+    padding step (w_t = 0) gets no bigram term, so padded steps read E[0] exactly as without it.
+    """
+
+    def __init__(self, input_dim, output_dim, rng, dtype=np.float32, bigrams=0):
         self.embeddings = rng.uniform(-0.05, 0.05, (input_dim, output_dim)).astype(dtype)
+        self.bigrams = int(bigrams)
+        self.bigram_table = np.zeros((self.bigrams, output_dim), dtype) if self.bigrams else None
 
     @property
     def weights(self):
-        return [self.embeddings]
+        return [self.embeddings] + ([self.bigram_table] if self.bigrams else [])
 
     def forward(self, ids):
-        """ids: int (B, T) -> (out (B, T, E), cache)."""
-        return self.embeddings[ids], ids
+        """ids: int (B, T) -> (out (B, T, E), cache). The cache is ids (backward recomputes the buckets)."""
+        out = self.embeddings[ids]
+        if self.bigrams:
+            ids = np.asarray(ids)
+            words = ids != 0
+            out[words] += self.bigram_table[bigram_buckets(ids, self.bigrams)[words]]
+        return out, ids
 
     def backward(self, dout, ids):
-        """dout (B, T, E) -> [dembeddings (V, E)].
+        """dout (B, T, E) -> [dembeddings (V, E)], and [..., dbigram_table] with bigrams.
 
         A token id that occurs n times receives the sum of its n upstream rows (`d[ids] += dout`
         would keep only one). The sums are np.bincount of the ids weighted by one column of dout
         at a time: several times faster than the scatter-add np.add.at, and summed in float64.
+        The bigram table's gradient is the same sums over the buckets of the non-padding steps,
+        row-sparse (`RowSparse`): only the buckets the batch reads, numbered by np.unique's
+        inverse, so nothing K long is formed (a batch reads a few thousand of K = 2^18 buckets).
         """
         V, E = self.embeddings.shape
         ids = np.asarray(ids)
+        buckets = bigram_buckets(ids, self.bigrams) if self.bigrams else None
         if dout.ndim == 3 and dout.strides[0] < dout.strides[1]:
             ids, dout = ids.T, dout.transpose(1, 0, 2)   # time-major in memory: read it in order
+            buckets = None if buckets is None else buckets.T
         flat_ids = ids.ravel()
         dembeddings = np.empty((V, E), self.embeddings.dtype)
+        if self.bigrams:
+            words = np.flatnonzero(flat_ids != 0)
+            rows, inverse = np.unique(buckets.ravel()[words], return_inverse=True)
+            inverse = inverse.ravel()      # NumPy 2.0 and 2.1 shape it like their input
+            dbigrams = np.empty((len(rows), E), self.embeddings.dtype)
         for j in range(E):
             # One feature's column, flattened in the order of flat_ids. The LSTM's dx is a view
             # of a (T, E, B) array, where each column is a run of (T, B) blocks: no transpose.
             column = dout[..., j].ravel()
             dembeddings[:, j] = np.bincount(flat_ids, weights=column, minlength=V)
+            if self.bigrams:
+                dbigrams[:, j] = np.bincount(inverse, weights=column[words], minlength=len(rows))
+        if self.bigrams:
+            return [dembeddings, RowSparse(rows, dbigrams, self.bigram_table.shape)]
         return [dembeddings]
 
 

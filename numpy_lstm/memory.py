@@ -38,7 +38,7 @@ def weight_count(config):
     width = directions * config.units
     per_layer = [directions * 4 * config.units * ((config.embed_dim if k == 0 else width) + config.units + 1)
                  for k in range(config.num_layers)]
-    return config.vocab_size * config.embed_dim + sum(per_layer) + width + 1
+    return (config.vocab_size + config.bigram_buckets) * config.embed_dim + sum(per_layer) + width + 1
 
 
 def estimate_bytes(config):

@@ -1,7 +1,7 @@
 """The tutorial's model, Embedding(V, E) -> LSTM(H) -> Dense(1, sigmoid), with a Keras-like API."""
 import numpy as np
 
-from .checks import IMPLEMENTATIONS, LAYERS, POOLINGS, RATE, VOCAB_SIZE, WIDTH, check
+from .checks import BIGRAM_BUCKETS, IMPLEMENTATIONS, LAYERS, POOLINGS, RATE, VOCAB_SIZE, WIDTH, check
 from .errors import NumpyLSTMError
 from .fileio import atomic_path
 from .layers import LSTM, Bidirectional, Dense, Dropout, Embedding, TimePooling
@@ -12,14 +12,17 @@ from .safe_files import KB, NpzFile, parse_json, to_json
 
 # The settings a model file's config holds, and those every version wrote (the others have defaults).
 CONFIG_KEYS = ("vocab_size", "embed_dim", "units", "mask_zero", "dropout", "pooling", "num_layers", "bidirectional",
-               "dtype", "recurrent_dropout", "word_dropout", "implementation")
+               "dtype", "recurrent_dropout", "word_dropout", "implementation", "bigram_buckets")
 FIRST_CONFIG_KEYS = ("vocab_size", "embed_dim", "units")
 
 
-def weight_shapes(vocab_size, embed_dim, units, num_layers=1, bidirectional=False):
-    """{name: shape} of a SentimentLSTM's weights, in `get_weights()` order (Keras's names)."""
+def weight_shapes(vocab_size, embed_dim, units, num_layers=1, bidirectional=False, bigram_buckets=0):
+    """{name: shape} of a SentimentLSTM's weights, in `get_weights()` order (Keras's names; the
+    bigram table, with bigram_buckets, is ours)."""
     width = 2 * units if bidirectional else units
     shapes = {"embedding/embeddings": (vocab_size, embed_dim)}
+    if bigram_buckets:
+        shapes["embedding/bigrams"] = (bigram_buckets, embed_dim)
     for k in range(num_layers):
         prefix = "lstm" if k == 0 else f"lstm_{k}"
         for d in ("forward/", "backward/") if bidirectional else ("",):
@@ -53,9 +56,10 @@ def check_model_config(config, where):
 
 
 def check_model_settings(vocab_size=500, embed_dim=32, units=100, num_layers=1, dropout=0.0, recurrent_dropout=0.0,
-                         word_dropout=0.0, pooling="last", implementation="fast"):
+                         word_dropout=0.0, pooling="last", implementation="fast", bigram_buckets=0):
     """Refuse, in one line, sizes, rates or choices a SentimentLSTM does not take (sizes bounded)."""
     check("vocab_size", vocab_size, VOCAB_SIZE)
+    check("bigram_buckets", bigram_buckets, BIGRAM_BUCKETS)
     for name, value in (("embed_dim", embed_dim), ("units", units)):
         check(name, value, WIDTH)
     check("num_layers", num_layers, LAYERS)
@@ -94,10 +98,10 @@ class SentimentLSTM:
 
     def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
                  pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None,
-                 recurrent_dropout=0.0, word_dropout=0.0, implementation="fast"):
+                 recurrent_dropout=0.0, word_dropout=0.0, implementation="fast", bigram_buckets=0):
         check_model_settings(vocab_size=vocab_size, embed_dim=embed_dim, units=units, num_layers=num_layers,
                              dropout=dropout, recurrent_dropout=recurrent_dropout, word_dropout=word_dropout,
-                             pooling=pooling, implementation=implementation)
+                             pooling=pooling, implementation=implementation, bigram_buckets=bigram_buckets)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
@@ -109,7 +113,9 @@ class SentimentLSTM:
             "recurrent_dropout": float(recurrent_dropout), "word_dropout": float(word_dropout),
             "implementation": implementation,
         }
-        self.embedding = Embedding(vocab_size, embed_dim, rng, dtype)
+        if bigram_buckets:      # only then, so that a model without them writes the config it always did
+            self.config["bigram_buckets"] = int(bigram_buckets)
+        self.embedding = Embedding(vocab_size, embed_dim, rng, dtype, bigrams=bigram_buckets)
         recurrent = Bidirectional if bidirectional else LSTM
         width = 2 * units if bidirectional else units
         self.rnns = [recurrent(embed_dim if k == 0 else width, units, rng,
@@ -120,7 +126,8 @@ class SentimentLSTM:
         self.dropouts = [Dropout(dropout, shared_axis=1) for _ in range(num_layers)]
         self.pooling = None if pooling == "last" else TimePooling(pooling)
         self.dense = Dense(width, 1, rng, dtype)
-        self.weight_names = list(weight_shapes(vocab_size, embed_dim, units, num_layers, bidirectional))
+        self.weight_names = list(weight_shapes(vocab_size, embed_dim, units, num_layers, bidirectional,
+                                               bigram_buckets))
 
     @property
     def weights(self):
@@ -262,7 +269,8 @@ class SentimentLSTM:
                 config = parse_json(npz.text("config", 64 * KB), f"the config in {path}")
                 check_model_config(config, path)
                 shapes = weight_shapes(config["vocab_size"], config["embed_dim"], config["units"],
-                                       config.get("num_layers", 1), config.get("bidirectional", False))
+                                       config.get("num_layers", 1), config.get("bidirectional", False),
+                                       config.get("bigram_buckets", 0))
                 for name, shape in shapes.items():
                     npz.expect(name, shape, (config.get("dtype", "float32"),))
                 weights = [npz.array(name) for name in shapes]
@@ -287,7 +295,7 @@ def build_model(config, seed):
                          mask_zero=config.mask, dropout=config.dropout, pooling=config.pooling,
                          num_layers=config.num_layers, bidirectional=config.bidirectional, seed=seed,
                          recurrent_dropout=config.recurrent_dropout, word_dropout=config.word_dropout,
-                         implementation=config.implementation)
+                         implementation=config.implementation, bigram_buckets=config.bigram_buckets)
 
 
 class Ensemble:

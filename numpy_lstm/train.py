@@ -79,6 +79,16 @@ def train_epoch(model, optimizer, x, y, batches, config, epoch, rng, bar=None, p
     return position["loss_sum"] / position["seen"], position["correct"] / position["seen"]
 
 
+def keep_weights(weights, kept):
+    """A copy of weights, written into kept (the last copy) when there is one: a new best epoch
+    does not hold two copies at once (the bigram table alone is K x E, 67 MB at K = 2^18)."""
+    if kept is None or any(not k.flags.writeable for k in kept):
+        return [w.copy() for w in weights]
+    for k, w in zip(kept, weights):
+        np.copyto(k, w)
+    return kept
+
+
 def train_model(config, member, run, data, word_vectors, resume, quiet, log, stop=None):
     """Train one model (member `member` of the ensemble) into `run`; returns (model, state).
 
@@ -165,7 +175,7 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
             if config.patience is not None:
                 if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
                     state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0)
-                    best_weights = model.get_weights()
+                    best_weights = keep_weights(model.weights, best_weights)
                 else:
                     state["wait"] += 1
                     if state["wait"] >= config.patience:

@@ -377,7 +377,7 @@ def test_help_reads_well():
     assert code == 0
     for flag in ("--recipe", "--data", "--per-class", "--vocab-size", "--maxlen", "--embed-dim", "--units",
                  "--epochs", "--batch-size", "--lr", "--seed", "--out", "--mask", "--keep-negations", "--resume",
-                 "--quiet"):
+                 "--quiet", "--bigram-buckets"):
         assert flag in stdout
 
 

@@ -51,7 +51,7 @@ def test_every_flag_is_a_field_name_and_sets_that_field():
 
 @pytest.mark.parametrize("name, bad", [("vocab_size", 2), ("embed_dim", 0), ("units", 1.5), ("num_layers", True),
                                        ("dropout", 1.0), ("recurrent_dropout", -0.1), ("word_dropout", float("nan")),
-                                       ("pooling", "sum")])
+                                       ("pooling", "sum"), ("bigram_buckets", -1), ("bigram_buckets", 1 << 25)])
 def test_the_model_refuses_what_the_config_refuses_with_the_same_words(name, bad):
     with pytest.raises(NumpyLSTMError) as from_config:
         recipe_config("tutorial", **{name: bad})

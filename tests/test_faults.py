@@ -15,11 +15,12 @@ import subprocess
 import sys
 
 import fault_runs
+import numpy as np
 import pytest
 from fault_runs import checkpoint_state, signal_at_batch, train_args, wait_for
 from test_cli import assert_same_run, run_cli
 
-from numpy_lstm import stopping, train
+from numpy_lstm import SentimentLSTM, stopping, train
 from numpy_lstm.cli import main
 from numpy_lstm.engine import workers
 from numpy_lstm.stopping import Stopped, StopSignals
@@ -166,6 +167,25 @@ def test_signal_mid_epoch_saves_the_place_and_resume_ends_the_same(signum, statu
     monkeypatch.setattr(train, "learning_rate", schedule)
     assert main(["train", "--resume", str(out)]) == 0
     assert_same_run(straight, out)
+
+
+def test_a_run_with_a_pair_table_stopped_mid_epoch_resumes_to_the_same_end(tree, tmp_path, monkeypatch, capsys):
+    """--bigram-buckets: the table, its lazily updated Adam moments and the best epoch's copy
+    (early stopping) are in the checkpoint, so the run resumes to the undisturbed run's bits."""
+    args = [*train_args(tree), "--bigram-buckets", "64"]
+    straight = tmp_path / "straight"
+    assert main([*args, "--out", str(straight)]) == 0
+    schedule = signal_at_batch(monkeypatch, signal.SIGTERM, epoch=2, batch=3)
+    out = tmp_path / "run"
+    assert main([*args, "--out", str(out)]) == 143
+    with np.load(out / "checkpoint.npz") as data:
+        assert {"weights/1", "adam_m/1", "adam_v/1", "best/1"} <= set(data.files)
+        assert data["weights/1"].shape == (64, 8) and np.abs(data["adam_v/1"]).max() > 0
+    monkeypatch.setattr(train, "learning_rate", schedule)
+    assert main(["train", "--resume", str(out)]) == 0
+    assert_same_run(straight, out)
+    model = SentimentLSTM.load(out / "model.npz")
+    assert model.config["bigram_buckets"] == 64 and np.abs(model.embedding.bigram_table).max() > 0
 
 
 def test_sigterm_to_the_whole_process_group_stops_cleanly(tree, straight_long, tmp_path):

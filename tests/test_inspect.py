@@ -12,6 +12,7 @@ from numpy_lstm import SentimentLSTM, TrainConfig, Vocabulary, check_gradient
 from numpy_lstm.attribution import integrated_gradients
 from numpy_lstm.cli import main
 from numpy_lstm.inspection import STATES, inspect_review, lstm_internals
+from numpy_lstm.layers import bigram_buckets
 from numpy_lstm.model import Ensemble
 from numpy_lstm.prepare import encode
 from numpy_lstm.reading import CUT, READ, SKIPPED, STOPWORD, UNKNOWN, read_review
@@ -30,6 +31,7 @@ KINDS = {
     "bidirectional-max": (["--bidirectional", "--pooling", "max", "--layers", "2", "--lr", "0.01"], 6),
     "ensemble-stacked": (["--ensemble", "2", "--layers", "2", "--lr", "0.01"], 6),
     "mean": (["--pooling", "mean", "--recipe", "tutorial", "--lr", "0.01"], 4),
+    "bigram": (["--bigram-buckets", "64", "--lr", "0.01"], 10),           # x_t = E[w_t] + G[pair]
 }
 
 
@@ -65,6 +67,17 @@ def run_cli(*args, stdin=None):
     proc = subprocess.run([sys.executable, "-m", "numpy_lstm", *map(str, args)], input=stdin,
                           capture_output=True, text=True, timeout=600)
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def embedded(model, ids):
+    """The vectors x (T, E) a model reads for ids (T,), written out: each step's row of the word
+    table and, at a word (not padding) of a model with a pair table, the row of its pair's bucket."""
+    emb = model.embedding
+    x = emb.embeddings[ids].copy()
+    if emb.bigrams:
+        words = ids != 0
+        x[words] += emb.bigram_table[bigram_buckets(ids[None], emb.bigrams)[0][words]]
+    return x
 
 
 def random_model(seed=0, **kwargs):
@@ -143,13 +156,13 @@ def check_states(out, model, vocab, config):
     ids = np.asarray(out["ids"])
     if not cfg["mask_zero"]:
         ids = np.concatenate([np.zeros(config.maxlen - len(ids), int), ids])
-    x = first.embedding.embeddings[ids].astype(np.float64)[None]
+    x = embedded(first, ids).astype(np.float64)[None]
     hs, cache = lstm_forward(x, *(w.astype(np.float64) for w in first.rnns[0].weights[:3]))
     np.testing.assert_allclose(states[0]["h"], hs[0, -n:], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(states[0]["f"], np.stack([s.f[0] for s in cache.steps])[-n:], rtol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["last", "tutorial", "bidirectional-max"])
+@pytest.mark.parametrize("kind", ["last", "tutorial", "bidirectional-max", "bigram"])
 def test_the_word_that_decides_gets_the_largest_attribution(kind, runs):
     model, vocab, config = RunDir(runs / kind).load_model()
     for word, sign in (("great", 1), ("awful", -1)):
@@ -160,6 +173,28 @@ def test_the_word_that_decides_gets_the_largest_attribution(kind, runs):
         top = int(np.argmax(np.abs(ins.attributions)))
         assert tokens[top] == word, (tokens, ins.attributions)
         assert np.sign(ins.attributions[top]) == sign == np.sign(ins.occlusion[top])
+
+
+def test_the_attributions_account_for_the_pair_table(runs):
+    """A model trained with --bigram-buckets reads x_t = E[w_t] + G[bucket(w_{t-1}, w_t)]: the
+    words' attributions are over the whole x_t, so zeroing G (the model it started as, in that
+    part) changes them; both add up to their own model's logit change."""
+    model, vocab, config = RunDir(runs / "bigram").load_model()
+    assert np.abs(model.embedding.bigram_table).max() > 0.01          # training moved the table
+    text = "the movie plot great scene story actor music"
+    with_pairs = inspect_review(model, vocab, config, text)
+    ids = with_pairs.ids
+    np.testing.assert_allclose(with_pairs.logit, model.forward(ids[None])[0][0], rtol=1e-6)
+    assert lstm_internals(model, ids).logit == pytest.approx(with_pairs.logit, rel=1e-5, abs=1e-6)
+    model.embedding.bigram_table[...] = 0.0
+    without = inspect_review(model, vocab, config, text)
+    assert without.reading.tokens == with_pairs.reading.tokens
+    for ins in (with_pairs, without):
+        assert ins.completeness_error < 0.01
+    assert abs(without.logit - with_pairs.logit) > 1e-3
+    assert np.abs(without.attributions - with_pairs.attributions).max() > 1e-3
+    np.testing.assert_allclose(with_pairs.attributions.sum(), with_pairs.logit - with_pairs.baseline_logit,
+                               rtol=0.01)
 
 
 def test_reading_shows_what_the_preprocessing_did():
@@ -179,13 +214,14 @@ def test_reading_shows_what_the_preprocessing_did():
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(mask_zero=True, num_layers=2),
                                     dict(bidirectional=True, pooling="max", num_layers=2, mask_zero=True),
-                                    dict(bidirectional=True, pooling="mean"), dict(bidirectional=True)])
+                                    dict(bidirectional=True, pooling="mean"), dict(bidirectional=True),
+                                    dict(bigram_buckets=5), dict(mask_zero=True, bigram_buckets=5)])
 def test_the_reference_internals_agree_with_the_model(kwargs):
     """The reference run layer by layer gives the model's logit, and its backward, chained through
     the layers and directions, the model's own d logit / d x (backward_vectors)."""
     model = random_model(**kwargs)
     ids = np.array([0, 0, 3, 7, 1, 11, 4]) if not model.config["mask_zero"] else np.array([3, 7, 1, 11, 4])
-    x = model.embedding.embeddings[ids][None]
+    x = embedded(model, ids)[None]
     mask = ids[None] != 0 if model.config["mask_zero"] else None
     logits, cache = model.forward_vectors(x, mask)
     dx, _ = model.backward_vectors(np.ones(1), cache)
