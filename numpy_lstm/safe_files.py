@@ -58,10 +58,17 @@ def read_bytes(path, what, limit):
         if size > limit:
             raise too_large(path, what, size, limit)
         try:
-            data = f.read(limit + 1)
+            # A read of n bytes takes a buffer of n first: sized by the length just checked, never
+            # by the limit (4 GB for the parse cache, which would fail where memory is capped)
+            data = f.read(size + 1)
+            while size < len(data) <= limit:    # it grew while being read: the rest, by megabytes
+                more = f.read(min(MB, limit + 1 - len(data)))
+                if not more:
+                    break
+                data += more
         except OSError as e:
             raise NumpyLSTMError(f"cannot read the {what} {path}: {e.strerror}") from None
-    if len(data) > limit:               # it grew while being read
+    if len(data) > limit:
         raise too_large(path, what, len(data), limit)
     return data
 

@@ -375,3 +375,37 @@ def test_a_fifo_among_the_review_files_is_refused(tmp_path):
     os.mkfifo(tree / "aclImdb" / "train" / "pos" / "99_9.txt")
     refused(command("train", "--data", tree, "--out", tmp_path / "run", *TINY, timeout=60),
             "99_9.txt is not a regular file")
+
+
+def test_a_small_file_read_under_a_large_limit_takes_memory_for_its_length(tmp_path):
+    """The parse cache's limit is 4 GB: a read that took a buffer of the limit fails where the
+    address space is capped (ulimit -v, a container), however small the file."""
+    small = tmp_path / "small.json"
+    small.write_bytes(b"[]")
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30)); "
+            "from numpy_lstm.safe_files import read_bytes; "
+            f"print(read_bytes({str(small)!r}, 'parse cache', 4096 << 20))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.strip() == "b'[]'"
+
+
+@pytest.mark.parametrize("limit, whole", [(10_000, True), (3_000, False)])
+def test_a_file_that_grows_while_read_is_read_to_its_end_or_refused(tmp_path, monkeypatch, limit, whole):
+    """Grown past the length it had when opened (here: a length reported short), the rest is read
+    too, up to the limit, and a file past the limit is refused in one line."""
+    from numpy_lstm import safe_files
+    grown = tmp_path / "grown"
+    grown.write_bytes(b"x" * 5_000)
+    real_fstat = os.fstat
+
+    class Short:
+        def __init__(self, st):
+            self.st_mode, self.st_size = st.st_mode, 100
+
+    monkeypatch.setattr(safe_files.os, "fstat", lambda fd: Short(real_fstat(fd)))
+    if whole:
+        assert safe_files.read_bytes(grown, "review file", limit) == b"x" * 5_000
+    else:
+        with pytest.raises(NumpyLSTMError, match="more than a review file can be"):
+            safe_files.read_bytes(grown, "review file", limit)
