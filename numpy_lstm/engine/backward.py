@@ -19,9 +19,8 @@ from .forward import batch_first_step, block_steps, copy_swapped, recurrent_orde
 # block's steps: small enough to stay in cache, large enough to amortise NumPy's per-call cost.
 BACKWARD_BLOCK = 1 << 17
 # Elements up to which such blocks are merged while the runs of StepColumns stay the same
-# (`backward_blocks`): measured, blocks of 230,400 elements (the tutorial's part, 12 steps)
-# paid, of 259,200 (8 rows, 54 steps) and 261,600 (1 row, 436 steps) did not: the block's
-# factors and cells then outgrow a 2 MB cache
+# (`backward_blocks`): past it a block's factors and cells outgrow a 2 MB cache, and the merge
+# costs more than the calls it saves (docs/engine.md, "Gate derivatives a block of steps at a time")
 MAX_BACKWARD_BLOCK = 240_000
 # Rows and columns of a tile of `transposed_copy`: a tile of both arrays stays in cache
 TILE = 256
