@@ -9,6 +9,10 @@ A checkpoint is read only into a model built from its run's config: every array'
 give that model's shape and dtype, and every number must be finite, before anything is read or
 changed. A damaged checkpoint is one line, and the run's other files stay as they were.
 """
+import contextlib
+import functools
+import zipfile
+
 import numpy as np
 
 from .errors import NumpyLSTMError
@@ -17,25 +21,67 @@ from .memory import file_limit
 from .safe_files import MB, NpzFile, parse_json, to_json
 
 GROUPS = ("weights", "adam_m", "adam_v", "best")
+# What a run passes for its best epoch's weights once they are written: they stay in the
+# checkpoint on disk, not in memory (a copy of the weights, 74 MB with a bigram table of 2^18
+# buckets), are copied from the old checkpoint into the next one array by array, and are read
+# back by `saved_best` if training ends past the best epoch.
+ON_DISK = "on disk"
 
 
-def save_checkpoint(path, model, optimizer, rng, state, best_weights):
-    """Write what `load_checkpoint` restores: weights, Adam's moments, RNG state, history."""
+def save_checkpoint(path, model, optimizer, rng, state, best):
+    """Write what `load_checkpoint` restores: weights, Adam's moments, RNG state, history.
+
+    best: the best epoch's weights: None (no best epoch yet), a list of arrays (the weights to
+    record, such as the model's own at an epoch that did best), or ON_DISK, those of the
+    checkpoint now at path.
+    """
     arrays = {f"weights/{i}": w for i, w in enumerate(model.weights)}
     opt = optimizer.state()
     if opt["m"] is not None:
         arrays.update({f"adam_m/{i}": a for i, a in enumerate(opt["m"])})
         arrays.update({f"adam_v/{i}": a for i, a in enumerate(opt["v"])})
-    if best_weights is not None:
-        arrays.update({f"best/{i}": w for i, w in enumerate(best_weights)})
     state = {**state, "iterations": opt["iterations"], "rng": rng.bit_generator.state}
-    with atomic_path(path) as tmp:
+    with contextlib.ExitStack() as stack:
+        if best is ON_DISK:
+            old = stack.enter_context(best_arrays(path, model))
+            arrays.update({f"best/{i}": functools.partial(old.array, f"best/{i}") for i in range(len(model.weights))})
+        elif best is not None:
+            arrays.update({f"best/{i}": w for i, w in enumerate(best)})
+        tmp = stack.enter_context(atomic_path(path))
         with open(tmp, "wb") as f:
-            np.savez(f, state=np.array(to_json(state)), **arrays)
+            write_npz(f, {"state": np.array(to_json(state)), **arrays})
+
+
+def write_npz(f, arrays):
+    """np.savez's format (a zip of .npy members, stored), one array at a time: a value may be a
+    function that returns the array, called only when its turn comes."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as npz:
+        for name, value in arrays.items():
+            with npz.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value() if callable(value) else value),
+                                          allow_pickle=False)
+
+
+def best_arrays(path, model):
+    """The checkpoint at path opened, its best/i checked to be the model's shapes and dtypes."""
+    npz = NpzFile(path, "checkpoint", file_limit())
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(npz)
+        for i, (w, name) in enumerate(zip(model.weights, model.weight_names)):
+            npz.expect(f"best/{i}", w.shape, (w.dtype,), f"best of {name}")
+        stack.pop_all()
+    return npz
+
+
+def saved_best(path, model):
+    """The best epoch's weights, read from the checkpoint at path (where ON_DISK says they are)."""
+    with best_arrays(path, model) as npz:
+        return [npz.array(f"best/{i}") for i in range(len(model.weights))]
 
 
 def load_checkpoint(path, model, optimizer, rng, epochs, batches):
-    """Restore what save_checkpoint wrote into model, optimizer and rng; returns (state, best_weights).
+    """Restore what save_checkpoint wrote into model, optimizer and rng; returns (state, best):
+    best is ON_DISK when the checkpoint holds a best epoch's weights (checked, then let go), else None.
 
     epochs: the run's epochs; batches: its batches per epoch (a saved place must lie inside one).
     """
@@ -50,7 +96,12 @@ def load_checkpoint(path, model, optimizer, rng, epochs, batches):
             for group in (g for g in GROUPS if present[g]):
                 for i, (w, name) in enumerate(zip(model.weights, model.weight_names)):
                     npz.expect(f"{group}/{i}", w.shape, (w.dtype,), f"{group} of {name}")
-                arrays[group] = [npz.array(f"{group}/{i}") for i in range(len(model.weights))]
+                if group == "best":     # read only to check it (finite), an array at a time: it stays on disk
+                    for i in range(len(model.weights)):
+                        npz.array(f"best/{i}")
+                    arrays["best"] = ON_DISK
+                else:
+                    arrays[group] = [npz.array(f"{group}/{i}") for i in range(len(model.weights))]
     except FileNotFoundError:
         raise NumpyLSTMError(f"no checkpoint at {path}: nothing to resume") from None
     model.set_weights(arrays["weights"])

@@ -221,8 +221,9 @@ RECIPES = {
     "full": {"per_class": None, "val_split": 0.1, "val_groups": "film", "keep_negations": True, "keep_stopwords": True,
              "punctuation": True, "maxlen": 1000, "vocab_size": 25000,
              "min_films": 5, "oov": "skip", "mask": True, "nb_init": 4.0, "ppmi_init": 0.2, "embed_dim": 64,
-             "units": 64, "bidirectional": True, "pooling": "max", "dropout": 0.5, "epochs": 3, "lr": 2e-3,
-             "lr_schedule": "linear", "patience": 2, "ngrams": 2, "ngram_l2": 1e-4},
+             "units": 64, "bidirectional": True, "pooling": "max", "bigram_buckets": 262144, "dropout": 0.5,
+             "epochs": 3, "lr": 2e-3, "lr_schedule": "linear", "patience": 2, "adversarial": 1.0, "ngrams": 2,
+             "ngram_l2": 1e-4},
 }
 
 

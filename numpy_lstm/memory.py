@@ -3,8 +3,8 @@
 `check_fits` refuses, in one line giving the estimate, a run whose settings cannot fit in the
 machine's physical memory: without it such a run reads and cleans the data first, for a minute,
 and then dies of a MemoryError. The estimate counts only the arrays the settings size (the
-reviews' ids, the weights and Adam's two copies of them, the best epoch's copy, one training
-batch's forward cache), never the reviews' text: it is a floor, so a run it refuses cannot run,
+reviews' ids, the weights and Adam's two copies of them, one training batch's forward cache;
+the best epoch's weights stay on disk), never the reviews' text: it is a floor, so a run it refuses cannot run,
 and a run it lets through may still need more.
 """
 import os
@@ -47,8 +47,8 @@ def estimate_bytes(config):
     reviews = IMDB_TRAIN if config.per_class is None or config.unlabeled else min(2 * config.per_class, IMDB_TRAIN)
     tested = 0 if config.test_limit == 0 else min(config.test_limit or IMDB_TEST, IMDB_TEST)
     ids = 4 * config.maxlen * (reviews + tested)
-    # The models kept (each member of an ensemble), and Adam's moments and the best epoch's copy of one
-    weights = 4 * weight_count(config) * (config.ensemble + 3)
+    # The models kept (each member of an ensemble), and Adam's moments of one
+    weights = 4 * weight_count(config) * (config.ensemble + 2)
     directions = 2 if config.bidirectional else 1
     batch = min(config.batch_size, reviews)
     cache = 4 * batch * config.maxlen * (CACHE_FLOATS_PER_UNIT * config.units * directions * config.num_layers

@@ -233,8 +233,9 @@ class SentimentLSTM:
         dx, grads = self.backward_vectors(dlogits, cache)
         del cache
         if adversarial > 0 or move is not None:
-            move = adversarial_move(dx, adversarial) if move is None else move
-            moved_logits, moved_cache = self.forward_vectors(x + move, mask, rng)
+            # x is not needed again: its buffer takes x + r (one array fewer at the pass's peak)
+            x += adversarial_move(dx, adversarial) if move is None else move
+            moved_logits, moved_cache = self.forward_vectors(x, mask, rng)
             moved_loss, dmoved = binary_crossentropy(moved_logits, labels)
             dx_moved, moved_grads = self.backward_vectors(dmoved, moved_cache)
             loss, dx = loss + moved_loss, dx + dx_moved

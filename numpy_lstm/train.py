@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import ON_DISK, load_checkpoint, save_checkpoint, saved_best
 from .engine import WorkerLost
 from .errors import NumpyLSTMError
 from .evaluation import evaluate, run_metrics
@@ -79,16 +79,6 @@ def train_epoch(model, optimizer, x, y, batches, config, epoch, rng, bar=None, p
     return position["loss_sum"] / position["seen"], position["correct"] / position["seen"]
 
 
-def keep_weights(weights, kept):
-    """A copy of weights, written into kept (the last copy) when there is one: a new best epoch
-    does not hold two copies at once (the bigram table alone is K x E, 67 MB at K = 2^18)."""
-    if kept is None or any(not k.flags.writeable for k in kept):
-        return [w.copy() for w in weights]
-    for k, w in zip(kept, weights):
-        np.copyto(k, w)
-    return kept
-
-
 def train_model(config, member, run, data, word_vectors, resume, quiet, log, stop=None):
     """Train one model (member `member` of the ensemble) into `run`; returns (model, state).
 
@@ -112,10 +102,10 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
     rng = np.random.default_rng([config.seed, 1] + ([member] if member else []))
     state = {"epoch": 0, "history": [], "best_val_loss": None, "best_epoch": None, "wait": 0,
              "stopped_early": False, "train_seconds": 0.0}
-    best_weights = None
+    best = None     # the best epoch's weights: None, or ON_DISK once the checkpoint holds them
     if resume and os.path.exists(run.file("checkpoint.npz")):
         batches = math.ceil(len(x_train) / config.batch_size)
-        state, best_weights = load_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, config.epochs, batches)
+        state, best = load_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, config.epochs, batches)
         position = state.get("position")    # counted as the message of the stop that saved it
         log(f"resuming {run.path} " + (f"in epoch {state['epoch'] + 1} after batch {position['batch']} of {batches}"
                                        if position else f"after epoch {state['epoch']}"))
@@ -130,8 +120,7 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
     def save_position(position, seconds):
         """Checkpoint the model in the middle of an epoch: `position` tells where."""
         save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng,
-                        {**state, "position": position, "train_seconds": state["train_seconds"] + seconds},
-                        best_weights)
+                        {**state, "position": position, "train_seconds": state["train_seconds"] + seconds}, best)
 
     lengths = (x_train != 0).sum(axis=1)
     with stop.deferred():
@@ -143,7 +132,7 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
             except FloatingPointError as e:
                 raise NumpyLSTMError(f"{e}: pretraining stopped, nothing was saved; try a smaller --lr") from None
             state.update(pretrain_seconds=round(seconds, 2), train_seconds=seconds)
-            save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, state, best_weights)
+            save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, state, best)
         while state["epoch"] < config.epochs and not state["stopped_early"]:
             epoch = state["epoch"] + 1
             log(f"Epoch {epoch}/{config.epochs}")
@@ -175,20 +164,21 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
             if config.patience is not None:
                 if state["best_val_loss"] is None or val_loss < state["best_val_loss"]:
                     state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0)
-                    best_weights = keep_weights(model.weights, best_weights)
+                    best = model.weights    # written as best/i by the checkpoint below, then left there
                 else:
                     state["wait"] += 1
                     if state["wait"] >= config.patience:
                         state["stopped_early"] = True
                         log(f"early stopping: no better held-out loss for {config.patience} epochs; "
                             f"restoring epoch {state['best_epoch']}")
-            save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, state, best_weights)
+            save_checkpoint(run.file("checkpoint.npz"), model, optimizer, rng, state, best)
+            best = None if best is None else ON_DISK
             write_history(run.file("history.csv"), state["history"])
             if stop.requested:
                 raise Stopped(stop.requested, f"after epoch {epoch}, saved in {run.path}")
 
-    if best_weights is not None:
-        model.set_weights(best_weights)
+    if best is not None and state["best_epoch"] != state["epoch"]:
+        model.set_weights(saved_best(run.file("checkpoint.npz"), model))
     model.save(run.file("model.npz"))
     state["plotted"] = bool(state["history"]) and plot_curves(run.file("curves.png"), state["history"])
     return model, state

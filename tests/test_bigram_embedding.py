@@ -140,8 +140,8 @@ def test_save_load_keeps_the_table(tmp_path):
 
 
 def test_off_writes_the_model_file_it_always_wrote(tmp_path):
-    """bigram_buckets 0 (every recipe): the config keys and the arrays of the file are those of a
-    version without the setting, so that such a version still reads it."""
+    """bigram_buckets 0 (the default, and every recipe but full): the config keys and the arrays of the
+    file are those of a version without the setting, so that such a version still reads it."""
     SentimentLSTM(vocab_size=7, embed_dim=3, units=4, seed=0).save(tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz") as data:
         assert sorted(data.files) == ["config", "dense/bias", "dense/kernel", "embedding/embeddings",
@@ -152,8 +152,8 @@ def test_off_writes_the_model_file_it_always_wrote(tmp_path):
 
 
 def test_setting_sizes_the_model_and_the_memory_estimate():
-    off, on = recipe_config("full"), recipe_config("full", bigram_buckets=1 << 18)
-    assert off.bigram_buckets == 0
+    off, on = recipe_config("full", bigram_buckets=0), recipe_config("full")
+    assert on.bigram_buckets == 1 << 18      # full reads word pairs (docs/experiments.md, section 8)
     assert weight_count(on) - weight_count(off) == (1 << 18) * on.embed_dim
 
 

@@ -86,7 +86,7 @@ def test_terminal_control_characters_are_escaped(trained):
     (["--ensemble", "1000000"], "ensemble must be a positive integer, at most 100"),
     (["--maxlen", "10000000"], "maxlen must be a positive integer, at most 100,000"),
     (["--epochs", "10000000000"], "epochs must be a positive integer, at most 100,000"),
-    (["--vocab-size", "10000000", "--embed-dim", "10000"], "these settings need at least 1.6 TB of memory"),
+    (["--vocab-size", "10000000", "--embed-dim", "10000"], "these settings need at least 1.2 TB of memory"),
 ])
 def test_size_flags_are_bounded_before_any_data_is_read(flags, words, tmp_path):
     # The data path does not exist: a refusal that names the size was made before reading it

@@ -213,14 +213,14 @@ class RecurrentGradient:
             self.into = self._into_batch_first
         else:
             if recurrent_order(H, B, recurrent_kernel.dtype) == "C" and not recurrent_kernel.flags.c_contiguous:
-                self.borrowed = spare.borrow(recurrent_kernel.shape, recurrent_kernel.dtype)
+                self.borrowed = spare.borrow("recurrent kernel", recurrent_kernel.shape, recurrent_kernel.dtype)
                 self.kernel = transposed_copy(recurrent_kernel.T, out=self.borrowed)
             self.into = self._into_batch_last
 
     def release(self):
         """Give the kernel's copy back to the spare arrays; no step may run after."""
         if self.borrowed is not None:
-            self.spare.give_back(self.borrowed)
+            self.spare.give_back("recurrent kernel", self.borrowed)
             self.borrowed = self.kernel = None
 
     def _into_batch_last(self, out, dz_t):
@@ -259,8 +259,8 @@ class StepColumns:
         # spare arrays (given back by `result`): fresh arrays would have their pages mapped again
         # every pass, and a fresh run_share every run (at H = 1024, 25 MB each). The sum starts
         # unwritten: the first run's share is added to zero as it is copied in (`flush`).
-        self.dweights_t = spare.borrow((4 * H, E + 1 + H), dtype)
-        self.run_share = spare.borrow((4 * H, E + 1 + H), dtype)
+        self.dweights_t = spare.borrow("weight gradients", (4 * H, E + 1 + H), dtype)
+        self.run_share = spare.borrow("run share", (4 * H, E + 1 + H), dtype)
         self.summed = False           # whether dweights_t holds a sum yet
         self.xh_cols = np.empty((E + 1 + H, steps, B), dtype)
         self.dz_cols = np.empty((4 * H, steps, B), dtype)
@@ -309,7 +309,8 @@ class StepColumns:
         if not self.summed:           # no step ran: every row masked throughout
             self.dweights_t.fill(0.0)
         dweights = transposed_copy(self.dweights_t)
-        self.spare.give_back(self.dweights_t, self.run_share)
+        self.spare.give_back("weight gradients", self.dweights_t)
+        self.spare.give_back("run share", self.run_share)
         self.dweights_t = self.run_share = None
         return dweights[:E], dweights[E + 1:], dweights[E]
 

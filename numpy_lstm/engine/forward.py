@@ -75,7 +75,7 @@ def forward_rows(weights, x, mask, initial_state, keep, return_sequences, spare,
     xh[T, :E] = 0.0
     xh[:, E] = 1.0
     # cells[t]: step t's tanh(c_t), gates and c_{t-1} (slots TANH_C .. C_PREV); cells[T] holds c_T only
-    cells = spare.borrow((T + 1, 6, H, B), dtype)
+    cells = spare.borrow("cells", (T + 1, 6, H, B), dtype)
     gates = cells.reshape(T + 1, 6 * H, B)[:, GATE_I * H:C_PREV * H]   # gates[t]: i, f, o, g of step t
     c = cells[:, C_PREV]                        # c[t + 1] is c_t; c[0] is c0
     if initial_state is None:
@@ -390,7 +390,7 @@ class LoopCache:
     def release(self):
         """Give the large buffer back; the cache can serve no further backward."""
         if self.cells is not None:
-            self.spare.give_back(self.cells)
+            self.spare.give_back("cells", self.cells)
             self.cells = None
 
     def __del__(self):
