@@ -4,8 +4,8 @@
 machine's physical memory: without it such a run reads and cleans the data first, for a minute,
 and then dies of a MemoryError. The estimate counts only the arrays the settings size (the
 reviews' ids, the weights and Adam's two copies of them, one training batch's forward cache;
-the best epoch's weights stay on disk), never the reviews' text: it is a floor, so a run it refuses cannot run,
-and a run it lets through may still need more.
+the best epoch's weights stay on disk), never the reviews' text: it is a floor, so a run it
+refuses cannot run, and a run it lets through may still need more.
 """
 import os
 
