@@ -107,6 +107,12 @@ class TrainConfig:
         0, "add to each word's vector a trainable vector of its (previous word, word) pair, hashed into N "
            "buckets: x_t = E[w_t] + G[bucket(w_{t-1}, w_t)], G a second table of N x embed_dim, zeros at the "
            "start; 0: off", "model", BIGRAM_BUCKETS, metavar="N")
+    # The pairs' counterpart of --nb-init: the linear view's strongest evidence, word pairs such as
+    # "not good", placed in the LSTM's input before training (issue 35).
+    bigram_nb_init: float = setting(
+        0.0, "start column 0 of the pair table (--bigram-buckets) at SCALE times each bucket's naive Bayes "
+             "log-count ratio in the training reviews, as --nb-init does for words (0: off)", "model",
+        OFF_OR_POSITIVE, metavar="SCALE")
     implementation: str = setting(
         "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
                 "the same maths", "model", choices=IMPLEMENTATIONS, recipe_values=False)
@@ -178,6 +184,8 @@ class TrainConfig:
         if self.ppmi_init and not 1 <= self.embed_dim - bool(self.nb_init) <= self.vocab_size:
             raise NumpyLSTMError("ppmi_init needs embedding columns besides the naive Bayes one, "
                                  "and no more of them than vocabulary ids")
+        if self.bigram_nb_init and not self.bigram_buckets:
+            raise NumpyLSTMError("bigram_nb_init needs the pair table (--bigram-buckets N)")
         if self.self_train and not (self.ngrams and self.unlabeled):
             raise NumpyLSTMError("self_train needs the n-gram view (--ngrams N) and unlabeled reviews (--unlabeled)")
         if self.balance_votes and not self.self_train:

@@ -97,7 +97,7 @@ def train_model(config, member, run, data, word_vectors, resume, quiet, log, sto
     # word vectors use (seed, 2), language-model pretraining (seed, 4) and (seed, 4, k). No two uses
     # share a stream.
     model = build_model(config, np.random.default_rng(config.seed if member == 0 else [config.seed, 3, member]))
-    init_embedding(model.embedding.embeddings, config, x_train, y_train, word_vectors)
+    init_embedding(model.embedding, config, x_train, y_train, word_vectors)
     optimizer = Adam(learning_rate=config.lr)
     rng = np.random.default_rng([config.seed, 1] + ([member] if member else []))
     state = {"epoch": 0, "history": [], "best_val_loss": None, "best_epoch": None, "wait": 0,

@@ -13,6 +13,8 @@ pairs seen, not with the square of the vocabulary.
 """
 import numpy as np
 
+from .layers import bigram_buckets
+
 
 def cooccurrence(ids, vocab_size, window=5):
     """Weighted co-occurrence counts of the word ids in `ids` (N, T), padding and OOV left out.
@@ -170,14 +172,48 @@ def log_count_ratio(x, y, vocab_size, alpha=1.0):
     """
     review, t = np.nonzero(x > 1)          # words only: padding and OOV get no counts below anyway
     review, word = np.divmod(np.unique(review * vocab_size + x[review, t]), vocab_size)  # each pair once
-    positive = y[review] == 1
-    p = alpha + np.bincount(word[positive], minlength=vocab_size)
-    q = alpha + np.bincount(word[~positive], minlength=vocab_size)
+    p, q = class_counts(review, word, y, vocab_size, alpha)
     p[:2] = q[:2] = 0  # padding and OOV are not words: no share of the counts, no polarity
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.log((p / p.sum()) / (q / q.sum()))
+    r = ratio(p, q)
     r[:2] = 0.0
     return r
+
+
+def bucket_log_count_ratio(x, y, buckets, alpha=1.0, chunk=1024):
+    """The same ratio as `log_count_ratio` for each bucket of the pair table (`layers.bigram_buckets`)
+    that reviews x (N, T) with labels y (N,) read: (buckets,), 0 for a bucket no review reads.
+
+    A review counts once for each bucket of its words' pairs (a padding step reads none). The
+    reviews are hashed `chunk` at a time: the hashes of all of them at once would take several
+    times the ids' memory.
+    """
+    reviews, keys = [], []
+    for lo in range(0, len(x), chunk):
+        part = np.asarray(x[lo:lo + chunk])
+        review, t = np.nonzero(part != 0)
+        key = np.unique(review * np.int64(buckets) + bigram_buckets(part, buckets)[review, t])   # each pair once
+        review, bucket = np.divmod(key, buckets)
+        reviews.append(review + lo)
+        keys.append(bucket)
+    review, bucket = np.concatenate(reviews), np.concatenate(keys)
+    p, q = class_counts(review, bucket, y, buckets, alpha)
+    r = ratio(p, q)
+    r[p + q == 2 * alpha] = 0.0                # unread buckets: no evidence either way
+    return r
+
+
+def class_counts(review, key, y, size, alpha):
+    """(p, q) (size,): alpha plus the number of positive (negative) reviews of each key, for
+    (review, key) pairs that each occur once."""
+    positive = y[review] == 1
+    return (alpha + np.bincount(key[positive], minlength=size),
+            alpha + np.bincount(key[~positive], minlength=size))
+
+
+def ratio(p, q):
+    """log((p / sum p) / (q / sum q)), element by element (float64)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log((p / p.sum()) / (q / q.sum()))
 
 
 def scaled_word_vectors(config, x_train):
@@ -188,16 +224,23 @@ def scaled_word_vectors(config, x_train):
     return vectors * (config.ppmi_init / vectors[vectors.any(axis=1)].std())
 
 
-def init_embedding(embeddings, config, x_train, y_train, word_vectors):
-    """Informed starting values for the embedding (V, E), in place.
+def init_embedding(embedding, config, x_train, y_train, word_vectors):
+    """Informed starting values for the `layers.Embedding` `embedding`'s tables, in place.
 
-    With nb_init, column 0 is the naive Bayes log-count ratio times nb_init: one feature that
-    already says how positive each word is, so the LSTM's first job is to add it up over the
-    review rather than to discover it. With word_vectors, the other columns of the ids that have
-    a vector take it (padding, OOV and unseen ids keep their random start).
+    With nb_init, column 0 of the word table (V, E) is the naive Bayes log-count ratio times
+    nb_init: one feature that already says how positive each word is, so the LSTM's first job is
+    to add it up over the review rather than to discover it. With word_vectors, the other columns
+    of the ids that have a vector take it (padding, OOV and unseen ids keep their random start).
+    With bigram_nb_init, column 0 of the pair table (K, E) is each bucket's ratio times
+    bigram_nb_init: x_t's column 0 then starts as the sum of its word's and its pair's evidence,
+    NBSVM's features of uni- and bigrams (the other columns start at zero, as without it).
     """
+    embeddings = embedding.embeddings
     if config.nb_init:
         embeddings[:, 0] = config.nb_init * log_count_ratio(x_train, y_train, config.vocab_size)
     if word_vectors is not None:
         known = word_vectors.any(axis=1)
         embeddings[known, int(bool(config.nb_init)):] = word_vectors[known]
+    if config.bigram_nb_init:
+        embedding.bigram_table[:, 0] = config.bigram_nb_init * bucket_log_count_ratio(
+            x_train, y_train, embedding.bigrams)

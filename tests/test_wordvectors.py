@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 from numpy_lstm.config import recipe_config
+from numpy_lstm.errors import NumpyLSTMError
+from numpy_lstm.layers import Embedding, bigram_buckets
 from numpy_lstm.wordvectors import (
     SparseMatrix,
     add_counts,
+    bucket_log_count_ratio,
     cooccurrence,
     init_embedding,
     log_count_ratio,
@@ -162,12 +165,57 @@ def test_embedding_init_nb_column_then_word_vectors():
     known = vectors.any(axis=1)
     assert vectors.shape == (30, 5) and known[2:].any() and not known[:2].any()
     assert math.isclose(vectors[known].std(), 0.3, rel_tol=1e-9)
-    start = rng.uniform(-0.05, 0.05, (30, 6))
-    emb = start.copy()
-    init_embedding(emb, config, x, y, vectors)
+    embedding = Embedding(30, 6, rng, np.float64)
+    start = embedding.embeddings.copy()
+    init_embedding(embedding, config, x, y, vectors)
+    emb = embedding.embeddings
     np.testing.assert_array_equal(emb[:, 0], 2.0 * log_count_ratio(x, y, 30))
     np.testing.assert_array_equal(emb[known, 1:], vectors[known])
     np.testing.assert_array_equal(emb[~known, 1:], start[~known, 1:])   # padding, OOV, unseen ids
+
+
+def test_bucket_log_count_ratio_by_hand():
+    """Each review counts once per bucket of its pairs; a bucket no review reads gets 0."""
+    x = np.array([[0, 2, 3, 2, 3], [0, 0, 0, 2, 3], [0, 0, 4, 2, 4]])
+    y = np.array([1, 1, 0])
+    K = 1 << 16
+    b = bigram_buckets(x, K)
+    pair_23, pair_32, start_2, start_4, pair_42, pair_24 = b[0, 2], b[0, 3], b[0, 1], b[2, 2], b[2, 3], b[2, 4]
+    assert len({pair_23, pair_32, start_2, start_4, pair_42, pair_24}) == 6      # no collision at this K
+    counts = {pair_23: (2, 0), pair_32: (1, 0), start_2: (2, 0), start_4: (0, 1), pair_42: (0, 1), pair_24: (0, 1)}
+    p, q = np.ones(K), np.ones(K)                 # alpha = 1 for every bucket, read or not
+    for bucket, (positive, negative) in counts.items():
+        p[bucket] += positive
+        q[bucket] += negative
+    r = bucket_log_count_ratio(x, y, K)
+    for bucket in counts:
+        assert math.isclose(r[bucket], math.log((p[bucket] / p.sum()) / (q[bucket] / q.sum())), rel_tol=1e-12)
+    assert r[pair_23] > r[pair_32] > 0 > r[pair_42] and math.isclose(r[pair_42], r[pair_24])
+    unread = np.ones(K, bool)
+    unread[list(counts)] = False
+    assert not r[unread].any()
+    # The chunks' hashing gives what hashing all the reviews at once gives
+    np.testing.assert_array_equal(bucket_log_count_ratio(x, y, K, chunk=1), r)
+
+
+def test_embedding_init_pair_table_column():
+    """--bigram-nb-init starts column 0 of the pair table at SCALE times the buckets' ratio, the
+    other columns at zero; without it the table is all zeros; it needs a pair table."""
+    rng = np.random.default_rng(5)
+    x = np.where(rng.random((40, 12)) < 0.2, 0, rng.integers(1, 30, (40, 12))).astype(np.int32)
+    y = rng.integers(0, 2, 40)
+    config = recipe_config("tutorial", vocab_size=30, embed_dim=6, bigram_buckets=97, bigram_nb_init=3.0)
+    embedding = Embedding(30, 6, rng, np.float64, bigrams=97)
+    init_embedding(embedding, config, x, y, None)
+    ratio = bucket_log_count_ratio(x, y, 97)
+    assert np.count_nonzero(ratio) > 40
+    np.testing.assert_array_equal(embedding.bigram_table[:, 0], 3.0 * ratio)
+    assert not embedding.bigram_table[:, 1:].any()
+    off = Embedding(30, 6, rng, np.float64, bigrams=97)
+    init_embedding(off, recipe_config("tutorial", vocab_size=30, embed_dim=6, bigram_buckets=97), x, y, None)
+    assert not off.bigram_table.any()
+    with pytest.raises(NumpyLSTMError, match="bigram_nb_init needs the pair table"):
+        recipe_config("tutorial", bigram_nb_init=1.0).validate()
 
 
 def test_memory_follows_the_pairs_not_the_vocabulary():
