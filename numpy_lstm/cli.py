@@ -121,7 +121,9 @@ def build_parser():
     p = subparsers.add_parser("evaluate", help="accuracy of a trained run on the official test set")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="PATH", help="dataset to evaluate on (default: the run's)")
-    p.add_argument("--limit", type=int, metavar="N", help="a seeded, balanced subset of N test reviews")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="a seeded, balanced subset of N test reviews (default: the run's own --test-limit, so that "
+                        "the number is its metrics.json's; all of them for a run that read none or all)")
     add_inspect_parser(subparsers)
     add_bench_parser(subparsers)
     return parser

@@ -10,6 +10,10 @@ from .report import write_errors_report, write_report
 from .rundir import RunDir
 from .text import standard_input_text, user_text
 
+# Each review of an errors page is inspected whole (attributions, occlusion): a page of more than
+# this many would take long to make and be too long to read.
+MAX_ERRORS = 1000
+
 
 def add_inspect_parser(subparsers):
     p = subparsers.add_parser(
@@ -27,13 +31,17 @@ def add_inspect_parser(subparsers):
     p.add_argument("--json", action="store_true",
                    help="also print the numbers as one JSON object (with the states of every unit: \"states\")")
     p.add_argument("--errors", type=int, metavar="N",
-                   help="write DIR/errors.html: the N official test reviews the model gets most confidently wrong")
+                   help="write DIR/errors.html: the N official test reviews the model gets most confidently wrong "
+                        f"(at most {MAX_ERRORS:,})")
     p.add_argument("--data", metavar="PATH", help="dataset whose test reviews --errors reads (default: the run's)")
 
 
 def cmd_inspect(args):
-    model, vocab, config = RunDir(args.run_dir).load_model()
+    if args.errors is not None and not 1 <= args.errors <= MAX_ERRORS:
+        raise NumpyLSTMError(f"--errors must be a positive integer, at most {MAX_ERRORS:,}, got {args.errors}")
     out = args.out or os.path.join(args.run_dir, "inspect")
+    check_folder(out)
+    model, vocab, config = RunDir(args.run_dir).load_model()
     if args.errors is not None:
         if args.text is not None:
             raise NumpyLSTMError("give either a review text or --errors N, not both")
@@ -45,6 +53,16 @@ def cmd_inspect(args):
     else:
         label = "positive" if ins.probability > 0.5 else "negative"
         print(f"{ins.probability:.4f}\t{label}\t{path}")
+
+
+def check_folder(out):
+    """Refuse, before any work, an --out that is a file, or lies under one: the page goes inside it."""
+    path = os.path.abspath(out)
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        where = "exists" if path == os.path.abspath(out) else f"is under {path}, which exists"
+        raise NumpyLSTMError(f"--out {out} {where} and is not a folder: choose another --out")
 
 
 def _read_text(text):
@@ -62,8 +80,6 @@ def _read_text(text):
 
 
 def _errors(args, model, vocab, config, out):
-    if args.errors < 1:
-        raise NumpyLSTMError(f"--errors must be a positive integer, got {args.errors}")
     try:
         test = load_imdb(args.data or config.data, split="test")
     except MissingSplitError:

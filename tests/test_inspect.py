@@ -340,6 +340,7 @@ def test_text_from_standard_input(runs, tmp_path):
     (["{run}", "the and of it"], "no word of the review reaches the model"),
     (["{run}", "great", "--errors", "2"], "not both"),
     (["{run}", "--errors", "0"], "--errors must be a positive integer"),
+    (["{run}", "--errors", "1001"], "--errors must be a positive integer, at most 1,000, got 1001"),
 ])
 def test_bad_input_gets_one_line(args, message, runs, tmp_path):
     (tmp_path / "empty").mkdir()
@@ -347,6 +348,21 @@ def test_bad_input_gets_one_line(args, message, runs, tmp_path):
     code, _, err = run_cli("inspect", *args, "--out", tmp_path / "page")
     assert code == 2 and message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("out", ["notes.txt", "notes.txt/sub", "link", "link/sub"])
+@pytest.mark.parametrize("errors", [False, True])
+def test_out_at_a_file_of_the_users_is_one_line(out, errors, runs, tmp_path):
+    """--out naming a file of the user's (or a path under one, or a link to one): refused in one
+    line before any work, and the file is as it was."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    (tmp_path / "link").symlink_to(notes)
+    args = ["--errors", "2"] if errors else ["great film"]
+    code, _, err = run_cli("inspect", runs / "last", *args, "--out", tmp_path / out)
+    assert code == 2 and "is not a folder: choose another --out" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert notes.read_text() == "mine\n" and (tmp_path / "link").is_symlink()
 
 
 @pytest.mark.parametrize("kind", ["file", "link", "folder"])
