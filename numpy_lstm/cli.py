@@ -77,6 +77,8 @@ def cmd_train(args):
             flag = "--" + given[0].replace("_", "-")
             raise NumpyLSTMError(f"--resume continues with the run's own settings and folder: drop {flag}")
         return fit(None, args.resume, resume=True, quiet=args.quiet)
+    if args.out is not None and not args.out.strip():
+        raise NumpyLSTMError("--out is empty: give a folder, or leave the flag out for runs/<timestamp>")
     config = recipe_config(args.recipe or "tuned", **overrides)
     args.out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return fit(config, args.out, quiet=args.quiet)

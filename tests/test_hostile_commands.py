@@ -94,6 +94,13 @@ def test_size_flags_are_bounded_before_any_data_is_read(flags, words, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_out_is_refused_not_taken_for_the_default(out, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(command("train", "--data", tmp_path / "nowhere", "--out", out), "--out is empty")
+    assert not (tmp_path / "runs").exists() and not any(tmp_path.iterdir())
+
+
 def test_memory_estimate_refuses_what_the_machine_cannot_hold():
     config = recipe_config("tutorial")
     assert estimate_bytes(config) < 1e9                       # the recipes are far from any limit
