@@ -59,7 +59,8 @@ def row_line(row):
 def footer_lines(result):
     rows = result["shapes"]
     cores = sorted({row["ours_cores"] for row in rows})
-    lines = [f"ours: numpy_lstm.LSTM on {'/'.join(map(str, cores))} cores; spread: its least and most of the rounds; "
+    on = f"{'/'.join(map(str, cores))} core{'s' * (cores != [1])}"
+    lines = [f"ours: numpy_lstm.LSTM on {on}; spread: its least and most of the rounds; "
              "floor: the calls each step's recurrence forces (the recurrent matmul and 4 element-wise calls "
              "forward, the matmul and 2 backward), the fastest way one process or a split of the rows runs them "
              "(docs/performance.md)"]
