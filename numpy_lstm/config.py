@@ -107,7 +107,7 @@ class TrainConfig:
         0, "add to each word's vector a trainable vector of its (previous word, word) pair, hashed into N "
            "buckets: x_t = E[w_t] + G[bucket(w_{t-1}, w_t)], G a second table of N x embed_dim, zeros at the "
            "start; 0: off", "model", BIGRAM_BUCKETS, metavar="N")
-    # The pairs' counterpart of --nb-init: the linear view's strongest evidence, word pairs such as
+    # The pairs' counterpart of --nb-init: what the n-gram view reads in word pairs such as
     # "not good", placed in the LSTM's input before training (issue 35).
     bigram_nb_init: float = setting(
         0.0, "start column 0 of the pair table (--bigram-buckets) at SCALE times each bucket's naive Bayes "
