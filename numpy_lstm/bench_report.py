@@ -62,7 +62,8 @@ def footer_lines(result):
     on = f"{'/'.join(map(str, cores))} core{'s' * (cores != [1])}"
     lines = [f"ours: numpy_lstm.LSTM on {on}; spread: its least and most of the rounds; "
              "floor: the calls each step's recurrence forces (the recurrent matmul and 4 element-wise calls "
-             "forward, the matmul and 2 backward), the fastest way one process or a split of the rows runs them "
+             "forward, the matmul and 2 backward) and the matmuls of the inputs, dx and the weight gradients "
+             "over blocks of steps, the fastest way one process or a split of the rows runs them "
              "(docs/performance.md)"]
     lines.append(f"(took {result['seconds']:.0f} s)")
     return lines

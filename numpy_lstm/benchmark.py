@@ -5,7 +5,8 @@ At each shape (B batch rows, T steps, E inputs, H units), float32, one pass is t
 and its backward from a gradient on h_T. In one run, in rounds, each round in a new order:
 
 - ours: `numpy_lstm.LSTM` on get_num_processes() cores (the engine chooses how to use them);
-- the floor (`floor_cases`): the calls any loop of NumPy calls over the steps must make;
+- the floor (`floor_cases`): the calls and the matmuls any loop of NumPy calls over the steps must
+  make;
 - torch.nn.LSTM on the same weights and batch, subnormals flushed and not (`bench_torch`), at 1 and
   2 intra-op threads, when torch is importable.
 
@@ -38,6 +39,7 @@ SWEEP = [(1, 500, 32, 100), (8, 500, 32, 100), (64, 500, 32, 100), (256, 500, 32
 QUICK = [(2, 12, 4, 8), (20, 10, 6, 12)]         # one shape in one process, one split over processes
 TUTORIAL = (64, 500, 32, 100)
 SETTLE_SECONDS = 0.05
+FLOOR_COLUMNS = 4096                  # the floor's block matmuls: steps x rows per block (`floor_blocks`)
 MAX_REPEATS = 1000
 
 
@@ -143,33 +145,56 @@ def lstm_flops(B, T, E, H):
     return 2 * B * T * (E + H) * 4 * H + 2 * B * T * 4 * H * (E + H) + 2 * B * T * (E + H + 1) * 4 * H
 
 
-def floor_cases(B, T, H, cores):
+def floor_cases(B, T, E, H, cores):
     """{description: callable}: the floor of a shape, each way it can be run; the fastest is it.
 
-    The calls a loop of NumPy calls must make at every step, because each needs the step before:
-    forward, the recurrent matmul z = h_{t-1} U ((B, H) @ (H, 4H)), the gates' non-linearity (a
-    tanh over (B, 4H), the sigmoids taken as tanh of half their input), c_t = f c_{t-1} + i g (at
-    least one call over (B, 2H), timed as one multiply), tanh(c_t) ((B, H)) and h_t = o tanh(c_t)
-    (a multiply over (B, H)); backward, dh_t = dz_{t+1} U^T ((B, 4H) @ (4H, H)), dc_t from
-    dc_{t+1} and dh_t (one call over (B, 2H)) and dz_t from dc_t, dh_t and precomputed gate
-    factors (one call over (B, 4H)). Left out: the input part, dx and the weight gradients (a
-    loop can compute them for a block of steps at once), the gate factors (likewise) and any
-    further call, so no loop does less. Timed batch-first as written and batch-last (U^T @ h),
-    in one process at BLAS 1 and 2 threads, and on ceil(B / cores) rows at one thread: what
-    each of `cores` processes would run if the rows were split, timed alone, so without the
-    cost of running side by side. The operands stay near 1 (no subnormals, no overflow).
+    Two parts. The calls a loop of NumPy calls must make at every step, because each needs the
+    step before: forward, the recurrent matmul z = h_{t-1} U ((B, H) @ (H, 4H)), the gates'
+    non-linearity (a tanh over (B, 4H), the sigmoids taken as tanh of half their input),
+    c_t = f c_{t-1} + i g (at least one call over (B, 2H), timed as one multiply), tanh(c_t)
+    ((B, H)) and h_t = o tanh(c_t) (a multiply over (B, H)); backward, dh_t = dz_{t+1} U^T
+    ((B, 4H) @ (4H, H)), dc_t from dc_{t+1} and dh_t (one call over (B, 2H)) and dz_t from dc_t,
+    dh_t and precomputed gate factors (one call over (B, 4H)). And the matmuls no step needs
+    before the next, which a loop can run for a block of steps at once, but must run: the input
+    part x W ((n B, E) @ (E, 4H)), dx = dz W^T ((n B, 4H) @ (4H, E)) and the weight gradients
+    [x; h]^T dz ((E + H, n B) @ (n B, 4H)), over blocks of n steps, n B about `FLOOR_COLUMNS`
+    (`floor_blocks`). Left out: the bias, the gate factors, the sum of the blocks' weight
+    gradients and any further call, so no loop does less. Timed batch-first as written and
+    batch-last (U^T @ h), in one process at BLAS 1 and 2 threads, and on ceil(B / cores) rows at
+    one thread: what each of `cores` processes would run if the rows were split, timed alone, so
+    without the cost of running side by side. The operands stay near 1 (no subnormals, no
+    overflow).
     """
     rng = np.random.default_rng(0)
     u = rng.standard_normal((H, 4 * H), dtype=np.float32) / np.float32(math.sqrt(H))
     u_t = np.ascontiguousarray(u.T)
+    w = rng.standard_normal((E, 4 * H), dtype=np.float32) / np.float32(math.sqrt(E))
+    w_t = np.ascontiguousarray(w.T)
 
     def step_loop(rows, batch_first):
-        def array(n):                     # n H values per row, laid out as the layout's matmuls want
-            shape = (rows, n * H) if batch_first else (n * H, rows)
+        def array(n, columns=rows):       # n H values per row, laid out as the layout's matmuls want
+            shape = (columns, n * H) if batch_first else (n * H, columns)
             return rng.uniform(-1, 1, shape).astype(np.float32)
         h, z, gates, dz, factors, dh = array(1), array(4), array(4), array(4), array(4), array(1)
         pair_a, pair_b, pair_out, c, tanh_c, o = array(2), array(2), array(2), array(1), array(1), array(1)
         forward, backward = ((h, u), (dz, u_t)) if batch_first else ((u_t, h), (u, dz))
+        blocks = floor_blocks(rows, T)
+        columns = blocks[0] * rows
+        x, xh = (rng.uniform(-1, 1, (columns, n) if batch_first else (n, columns)).astype(np.float32)
+                 for n in (E, E + H))
+        z_block, dz_block, dx = array(4, columns), array(4, columns), np.empty_like(x)
+        dweights = np.empty((E + H, 4 * H) if batch_first else (4 * H, E + H), np.float32)
+
+        def block_matmuls(n):
+            cols = slice(0, n * rows)
+            if batch_first:
+                np.matmul(x[cols], w, out=z_block[cols])
+                np.matmul(dz_block[cols], w_t, out=dx[cols])
+                np.matmul(xh[cols].T, dz_block[cols], out=dweights)
+            else:
+                np.matmul(w_t, x[:, cols], out=z_block[:, cols])
+                np.matmul(w, dz_block[:, cols], out=dx[:, cols])
+                np.matmul(dz_block[:, cols], xh[:, cols].T, out=dweights)
 
         def steps():
             for _ in range(T):
@@ -182,6 +207,8 @@ def floor_cases(B, T, H, cores):
                 np.matmul(*backward, out=dh)
                 np.multiply(pair_a, pair_b, out=pair_out)       # dc_t from dc_{t+1}, dh_t
                 np.multiply(gates, factors, out=dz)             # dz_t
+            for n in blocks:
+                block_matmuls(n)
         return steps
 
     cases = {}
@@ -194,6 +221,15 @@ def floor_cases(B, T, H, cores):
             cases[f"{layout}, {part} rows of {cores} processes, each alone"] = functools.partial(
                 blas_threads, 1, step_loop(part, layout == "batch-first"))
     return cases
+
+
+def floor_blocks(rows, T, columns=None):
+    """The floor's blocks of steps, [n, n, ..., rest] summing to T: n steps of `rows` rows make
+    about `columns` (FLOOR_COLUMNS) columns, at least one step. Blocks bound the memory the floor
+    holds; at the sweep's shapes this size runs the three matmuls within a few per cent of the
+    fastest block size, one block of all T steps included (docs/performance.md, "The floor")."""
+    n = max(1, min(T, (columns or FLOOR_COLUMNS) // max(rows, 1)))
+    return [n] * (T // n) + ([T % n] if T % n else [])
 
 
 def time_shape(shape, repeats, torches, settle=SETTLE_SECONDS):
@@ -212,7 +248,7 @@ def time_shape(shape, repeats, torches, settle=SETTLE_SECONDS):
 
     cores = get_num_processes()
     cases = {"ours": ours}
-    floors = floor_cases(B, T, H, cores)
+    floors = floor_cases(B, T, E, H, cores)
     cases.update(floors)
     row = {"shape": [B, T, E, H], "ours_cores": cores}
     for setting, process in torches.items():

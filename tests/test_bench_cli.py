@@ -8,11 +8,12 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from numpy_lstm import bench_report
 from numpy_lstm.bench_cli import PNG_MARK, RESULT_KEY, read_result
-from numpy_lstm.benchmark import QUICK, SWEEP, core_counts, floor_cases, target, time_interleaved
+from numpy_lstm.benchmark import QUICK, SWEEP, core_counts, floor_blocks, floor_cases, target, time_interleaved
 from numpy_lstm.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -202,11 +203,48 @@ def test_time_interleaved_runs_each_case_once_a_round_and_drops_the_warm_up():
 
 def test_the_floor_is_timed_each_way_it_can_run():
     one_process = 2 * len(core_counts())                     # 2 layouts x BLAS 1 (and 2) threads
-    assert len(floor_cases(1, 3, 4, cores=2)) == one_process
-    cases = floor_cases(8, 3, 4, cores=2)
+    assert len(floor_cases(1, 3, 5, 4, cores=2)) == one_process
+    cases = floor_cases(8, 3, 5, 4, cores=2)
     assert len(cases) == one_process + 2 and sum("4 rows of 2 processes" in name for name in cases) == 2
     for run in cases.values():
         assert run() > 0                                     # each returns the seconds it took
+
+
+def test_the_floor_runs_its_block_matmuls_over_every_step_once():
+    assert floor_blocks(32, 500, columns=4096) == [128, 128, 128, 116]
+    assert floor_blocks(64, 100, columns=4096) == [64, 36]
+    assert floor_blocks(5000, 7, columns=4096) == [1] * 7        # a block is at least one step
+    assert floor_blocks(1, 20, columns=4096) == [20]              # and at most all of them
+    for rows, T in ((1, 500), (3, 7), (64, 100), (256, 500)):
+        assert sum(floor_blocks(rows, T)) == T
+
+
+def test_the_floor_counts_the_block_matmuls(monkeypatch):
+    """Each case multiplies every step's inputs by W, dz by W^T and [x; h] by dz: the block
+    matmuls' columns add up to T B (or T ceil(B / cores)) for each of the three."""
+    B, T, E, H = 6, 9, 5, 4
+    shapes = []
+    matmul = np.matmul
+
+    def recording(a, b, out=None):
+        shapes.append((a.shape, b.shape))
+        return matmul(a, b, out=out)
+
+    cases = floor_cases(B, T, E, H, cores=2)
+    monkeypatch.setattr(np, "matmul", recording)
+    for name, run in cases.items():
+        shapes.clear()
+        run()
+        rows = 3 if "3 rows" in name else B
+        if name.startswith("batch-first"):
+            x_w = [a[0] for a, b in shapes if a[1:] == (E,) and b == (E, 4 * H)]
+            dx = [a[0] for a, b in shapes if b == (4 * H, E)]
+            dw = [a[1] for a, b in shapes if a[0] == E + H and b[1:] == (4 * H,)]
+        else:
+            x_w = [b[1] for a, b in shapes if a == (4 * H, E)]
+            dx = [b[1] for a, b in shapes if a == (E, 4 * H)]
+            dw = [a[1] for a, b in shapes if a[0] == 4 * H and b[1:] == (E + H,)]
+        assert sum(x_w) == sum(dx) == sum(dw) == T * rows, name
 
 
 def test_targets_are_the_issues():
