@@ -7,8 +7,8 @@
   logit(x) - logit(x') (completeness) up to the quadrature's error, which is measured. The
   model's own layers compute the gradients (`SentimentLSTM.forward_vectors` and
   `backward_vectors`), every point of the path in one batch. x_t is what the embedding gives
-  (`Embedding.forward`): with a pair table, E[w_t] + G[bucket(w_{t-1}, w_t)], so a word's
-  attribution covers its pair's vector as well as its own.
+  (`Embedding.forward`): with a pair table, E[w_t] + G[bucket(w_{t-1}, w_t)] (+ its triple's
+  row with trigrams), so a word's attribution covers its pair's vector as well as its own.
 - Occlusion: logit(review) - logit(review without word t).
 
 An ensemble's logit is the mean of its members' logits, so its attributions are the means of

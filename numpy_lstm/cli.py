@@ -14,7 +14,7 @@ import typing
 
 from . import __version__
 from .bench_cli import add_bench_parser, cmd_bench
-from .config import RECIPES, TrainConfig, recipe_config
+from .config import RECIPES, SETTINGS, TrainConfig, recipe_config
 from .engine import start_workers
 from .errors import NumpyLSTMError
 from .evaluation import evaluate
@@ -79,9 +79,19 @@ def cmd_train(args):
         return fit(None, args.resume, resume=True, quiet=args.quiet)
     if args.out is not None and not args.out.strip():
         raise NumpyLSTMError("--out is empty: give a folder, or leave the flag out for runs/<timestamp>")
-    config = recipe_config(args.recipe or "tuned", **overrides)
+    try:
+        config = recipe_config(args.recipe or "tuned", **overrides)
+    except NumpyLSTMError as e:
+        raise NumpyLSTMError(flag_named(str(e))) from None
     args.out = args.out or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return fit(config, args.out, quiet=args.quiet)
+
+
+def flag_named(message):
+    """A settings error as the command line says it: the setting it opens with as its flag
+    ("per_class must be ..." -> "--per-class must be ..."); other messages as they are."""
+    name, _, rest = message.partition(" ")
+    return f"--{name.replace('_', '-')} {rest}" if name in SETTINGS and rest else message
 
 
 def cmd_evaluate(args):

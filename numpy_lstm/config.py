@@ -113,6 +113,10 @@ class TrainConfig:
         0.0, "start column 0 of the pair table (--bigram-buckets) at SCALE times each bucket's naive Bayes "
              "log-count ratio in the training reviews, as --nb-init does for words (0: off)", "model",
         OFF_OR_POSITIVE, metavar="SCALE")
+    # Triples as well as pairs, in the same table (issue 35): NBSVM gained from trigrams over bigrams.
+    hashed_trigrams: bool = setting(
+        False, "also add the vector of each word's (word two back, previous word, word) triple, hashed into "
+               "the pair table's buckets (needs --bigram-buckets)", "model")
     implementation: str = setting(
         "fast", "fast: the vectorised engine; reference: the plain LSTM of numpy_lstm/reference.py, slower, "
                 "the same maths", "model", choices=IMPLEMENTATIONS, recipe_values=False)
@@ -186,6 +190,8 @@ class TrainConfig:
                                  "and no more of them than vocabulary ids")
         if self.bigram_nb_init and not self.bigram_buckets:
             raise NumpyLSTMError("bigram_nb_init needs the pair table (--bigram-buckets N)")
+        if self.hashed_trigrams and not self.bigram_buckets:
+            raise NumpyLSTMError("hashed_trigrams needs the pair table (--bigram-buckets N)")
         if self.self_train and not (self.ngrams and self.unlabeled):
             raise NumpyLSTMError("self_train needs the n-gram view (--ngrams N) and unlabeled reviews (--unlabeled)")
         if self.balance_votes and not self.self_train:

@@ -23,15 +23,37 @@ def bigram_buckets(ids, buckets):
     the same pair lands in the same bucket in every run and on every machine.
     """
     ids = np.asarray(ids)
-    prev = np.zeros(ids.shape, np.uint64)
-    prev[:, 1:] = ids[:, :-1]
-    h = (prev << np.uint64(32)) | ids.astype(np.uint64)
+    prev = shifted(ids, 1)
+    h = mix64((prev << np.uint64(32)) | ids.astype(np.uint64))
+    return (h % np.uint64(buckets)).astype(np.int64)
+
+
+def trigram_buckets(ids, buckets):
+    """The hashed bucket in [0, buckets) of each (id two back, previous id, id) triple of ids
+    (B, T), int64, the ids before a row's start taken as 0: the hash of the first two, mixed
+    with the third (`--hashed-trigrams`, sharing the pair table's rows)."""
+    ids = np.asarray(ids)
+    h = mix64((shifted(ids, 2) << np.uint64(32)) | shifted(ids, 1))
+    h ^= ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)     # + the golden ratio: a triple
+    return (mix64(h) % np.uint64(buckets)).astype(np.int64)        # is never its pair's key
+
+
+def shifted(ids, k):
+    """ids (B, T) moved k steps later in each row, as uint64, the first k columns 0."""
+    out = np.zeros(ids.shape, np.uint64)
+    out[:, k:] = ids[:, :-k]
+    return out
+
+
+def mix64(h):
+    """splitmix64's finaliser of the uint64 array h, in place: every bit of the key moves every
+    bit of the result, so nearby keys land in unrelated buckets."""
     h ^= h >> np.uint64(30)
     h *= np.uint64(0xBF58476D1CE4E5B9)
     h ^= h >> np.uint64(27)
     h *= np.uint64(0x94D049BB133111EB)
     h ^= h >> np.uint64(31)
-    return (h % np.uint64(buckets)).astype(np.int64)
+    return h
 
 
 class Embedding:
@@ -40,16 +62,23 @@ class Embedding:
     bigrams K > 0 (fastText / region-embedding style): a second table of K rows (E wide, zeros at
     the start), and x_t = E[w_t] + G[bucket(w_{t-1}, w_t)] (`bigram_buckets`; w_{-1} is 0). A
     padding step (w_t = 0) gets no bigram term, so padded steps read E[0] exactly as without it.
+    trigrams (with bigrams): each step also adds the row of its (w_{t-2}, w_{t-1}, w_t) triple,
+    hashed into the same table (`trigram_buckets`).
     """
 
-    def __init__(self, input_dim, output_dim, rng, dtype=np.float32, bigrams=0):
+    def __init__(self, input_dim, output_dim, rng, dtype=np.float32, bigrams=0, trigrams=False):
         self.embeddings = rng.uniform(-0.05, 0.05, (input_dim, output_dim)).astype(dtype)
         self.bigrams = int(bigrams)
+        self.trigrams = bool(trigrams) and self.bigrams > 0
         self.bigram_table = np.zeros((self.bigrams, output_dim), dtype) if self.bigrams else None
 
     @property
     def weights(self):
         return [self.embeddings] + ([self.bigram_table] if self.bigrams else [])
+
+    def table_buckets(self, ids):
+        """[each step's pair bucket (B, T)], and its triple's with trigrams."""
+        return [bigram_buckets(ids, self.bigrams)] + ([trigram_buckets(ids, self.bigrams)] if self.trigrams else [])
 
     def forward(self, ids):
         """ids: int (B, T) -> (out (B, T, E), cache). The cache is ids (backward recomputes the buckets)."""
@@ -57,7 +86,8 @@ class Embedding:
         if self.bigrams:
             ids = np.asarray(ids)
             words = ids != 0
-            out[words] += self.bigram_table[bigram_buckets(ids, self.bigrams)[words]]
+            for buckets in self.table_buckets(ids):
+                out[words] += self.bigram_table[buckets[words]]
         return out, ids
 
     def backward(self, dout, ids):
@@ -72,15 +102,16 @@ class Embedding:
         """
         V, E = self.embeddings.shape
         ids = np.asarray(ids)
-        buckets = bigram_buckets(ids, self.bigrams) if self.bigrams else None
+        buckets = self.table_buckets(ids) if self.bigrams else []
         if dout.ndim == 3 and dout.strides[0] < dout.strides[1]:
             ids, dout = ids.T, dout.transpose(1, 0, 2)   # time-major in memory: read it in order
-            buckets = None if buckets is None else buckets.T
+            buckets = [b.T for b in buckets]
         flat_ids = ids.ravel()
         dembeddings = np.empty((V, E), self.embeddings.dtype)
         if self.bigrams:
             words = np.flatnonzero(flat_ids != 0)
-            rows, inverse = np.unique(buckets.ravel()[words], return_inverse=True)
+            # With trigrams, each word's step feeds two buckets: its pair's, then its triple's
+            rows, inverse = np.unique(np.concatenate([b.ravel()[words] for b in buckets]), return_inverse=True)
             inverse = inverse.ravel()      # NumPy 2.0 and 2.1 shape it like their input
             dbigrams = np.empty((len(rows), E), self.embeddings.dtype)
         for j in range(E):
@@ -89,7 +120,10 @@ class Embedding:
             column = dout[..., j].ravel()
             dembeddings[:, j] = np.bincount(flat_ids, weights=column, minlength=V)
             if self.bigrams:
-                dbigrams[:, j] = np.bincount(inverse, weights=column[words], minlength=len(rows))
+                step_rows = column[words]
+                if self.trigrams:
+                    step_rows = np.concatenate([step_rows, step_rows])
+                dbigrams[:, j] = np.bincount(inverse, weights=step_rows, minlength=len(rows))
         if self.bigrams:
             return [dembeddings, RowSparse(rows, dbigrams, self.bigram_table.shape)]
         return [dembeddings]

@@ -12,7 +12,7 @@ from .safe_files import KB, NpzFile, parse_json, to_json
 
 # The settings a model file's config holds, and those every version wrote (the others have defaults).
 CONFIG_KEYS = ("vocab_size", "embed_dim", "units", "mask_zero", "dropout", "pooling", "num_layers", "bidirectional",
-               "dtype", "recurrent_dropout", "word_dropout", "implementation", "bigram_buckets")
+               "dtype", "recurrent_dropout", "word_dropout", "implementation", "bigram_buckets", "trigrams")
 FIRST_CONFIG_KEYS = ("vocab_size", "embed_dim", "units")
 
 
@@ -43,14 +43,16 @@ def check_model_config(config, where):
     if unknown or missing:
         raise NumpyLSTMError(f"{where} holds an unknown model config: "
                              + (f"no {missing[0]}" if missing else f"unknown setting {unknown[0]}"))
-    for key in ("mask_zero", "bidirectional"):
+    for key in ("mask_zero", "bidirectional", "trigrams"):
         if not isinstance(config.get(key, False), bool):
             raise NumpyLSTMError(f"{where}: model setting {key} must be true or false, got {config[key]!r}")
     if config.get("dtype", "float32") not in ("float32", "float64"):
         raise NumpyLSTMError(f"{where}: model dtype must be float32 or float64, got {config['dtype']!r}")
     try:
         check_model_settings(**{key: value for key, value in config.items()
-                                if key not in ("mask_zero", "bidirectional", "dtype")})
+                                if key not in ("mask_zero", "bidirectional", "dtype", "trigrams")})
+        if config.get("trigrams") and not config.get("bigram_buckets"):
+            raise NumpyLSTMError("model setting trigrams needs a pair table (bigram_buckets)")
     except NumpyLSTMError as e:
         raise NumpyLSTMError(f"{where}: {e}") from None
 
@@ -98,7 +100,8 @@ class SentimentLSTM:
 
     def __init__(self, vocab_size=500, embed_dim=32, units=100, mask_zero=False, dropout=0.0,
                  pooling="last", num_layers=1, bidirectional=False, dtype="float32", seed=None,
-                 recurrent_dropout=0.0, word_dropout=0.0, implementation="fast", bigram_buckets=0):
+                 recurrent_dropout=0.0, word_dropout=0.0, implementation="fast", bigram_buckets=0,
+                 trigrams=False):
         check_model_settings(vocab_size=vocab_size, embed_dim=embed_dim, units=units, num_layers=num_layers,
                              dropout=dropout, recurrent_dropout=recurrent_dropout, word_dropout=word_dropout,
                              pooling=pooling, implementation=implementation, bigram_buckets=bigram_buckets)
@@ -115,7 +118,11 @@ class SentimentLSTM:
         }
         if bigram_buckets:      # only then, so that a model without them writes the config it always did
             self.config["bigram_buckets"] = int(bigram_buckets)
-        self.embedding = Embedding(vocab_size, embed_dim, rng, dtype, bigrams=bigram_buckets)
+        if trigrams:
+            if not bigram_buckets:
+                raise NumpyLSTMError("trigrams are hashed into the pair table: they need bigram_buckets")
+            self.config["trigrams"] = True
+        self.embedding = Embedding(vocab_size, embed_dim, rng, dtype, bigrams=bigram_buckets, trigrams=trigrams)
         recurrent = Bidirectional if bidirectional else LSTM
         width = 2 * units if bidirectional else units
         self.rnns = [recurrent(embed_dim if k == 0 else width, units, rng,
@@ -296,7 +303,8 @@ def build_model(config, seed):
                          mask_zero=config.mask, dropout=config.dropout, pooling=config.pooling,
                          num_layers=config.num_layers, bidirectional=config.bidirectional, seed=seed,
                          recurrent_dropout=config.recurrent_dropout, word_dropout=config.word_dropout,
-                         implementation=config.implementation, bigram_buckets=config.bigram_buckets)
+                         implementation=config.implementation, bigram_buckets=config.bigram_buckets,
+                         trigrams=config.hashed_trigrams)
 
 
 class Ensemble:

@@ -29,7 +29,7 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u
 def add_predict_parser(subparsers):
     p = subparsers.add_parser("predict", help="print P(positive) and a label for each review text")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("texts", nargs="*", metavar="TEXT",
+    p.add_argument("texts", nargs="*", default=[], metavar="TEXT",
                    help="review texts (default: standard input, one review per line, each line a row)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per review and line: text, probability (of positive), label")

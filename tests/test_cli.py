@@ -198,27 +198,29 @@ def test_diverging_loss_stops_with_a_clear_message(tree, tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--units", "0"], "units must be a positive integer"),
-    (["--maxlen", "0"], "maxlen must be a positive integer"),
-    (["--batch-size", "-3"], "batch_size must be a positive integer"),
-    (["--lr", "0"], "lr must be positive"),
-    (["--lr", "-1"], "lr must be positive"),
-    (["--vocab-size", "2"], "vocab_size must be at least 3"),
-    (["--dropout", "1.5"], "dropout must be in"),
-    (["--recurrent-dropout", "1"], "recurrent_dropout must be in"),
-    (["--ppmi-init", "-0.1"], "ppmi_init must be 0 (off) or positive"),
-    (["--ppmi-init", "0.1", "--embed-dim", "1", "--nb-init", "2"], "ppmi_init needs embedding columns"),
-    (["--ensemble", "0"], "ensemble must be a positive integer"),
-    (["--word-dropout", "-0.1"], "word_dropout must be in"),
-    (["--oov", "drop"], "oov must be keep or skip"),
-    (["--layers", "0"], "num_layers must be a positive integer"),
+    (["--units", "0"], "--units must be a positive integer"),
+    (["--maxlen", "0"], "--maxlen must be a positive integer"),
+    (["--batch-size", "-3"], "--batch-size must be a positive integer"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "-1"], "--lr must be positive"),
+    (["--vocab-size", "2"], "--vocab-size must be at least 3"),
+    (["--dropout", "1.5"], "--dropout must be in"),
+    (["--recurrent-dropout", "1"], "--recurrent-dropout must be in"),
+    (["--ppmi-init", "-0.1"], "--ppmi-init must be 0 (off) or positive"),
+    (["--ppmi-init", "0.1", "--embed-dim", "1", "--nb-init", "2"], "--ppmi-init needs embedding columns"),
+    (["--ensemble", "0"], "--ensemble must be a positive integer"),
+    (["--word-dropout", "-0.1"], "--word-dropout must be in"),
+    (["--oov", "drop"], "--oov must be keep or skip"),
+    (["--layers", "0"], "--num-layers must be a positive integer"),
     (["--recipe", "magic"], "unknown recipe 'magic'"),
-    (["--seed", "-1"], "seed must be 0 or a positive integer"),
-    (["--lr", "inf"], "lr must be a finite number"),
-    (["--nb-init", "nan"], "nb_init must be a finite number"),
-    (["--nb-init", "-1"], "nb_init must be 0 (off) or positive"),
+    (["--seed", "-1"], "--seed must be 0 or a positive integer"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--nb-init", "nan"], "--nb-init must be a finite number"),
+    (["--nb-init", "-1"], "--nb-init must be 0 (off) or positive"),
+    (["--hashed-trigrams"], "--hashed-trigrams needs the pair table (--bigram-buckets N)"),
 ])
 def test_nonsense_hyperparameters(flags, message, tree, tmp_path, capsys):
+    """Refused in one line that names the setting by its flag."""
     assert main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), *TINY, *flags]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
@@ -242,6 +244,7 @@ def test_bad_core_count_in_the_environment(processes, message, tmp_path, tree):
     (["train", "--epochs", "abc"], "argument --epochs: invalid int value: 'abc'"),
     (["train", "--recipe"], "argument --recipe: expected one argument"),
     (["evaluate"], "the following arguments are required: RUN_DIR"),
+    (["predict"], "the following arguments are required: RUN_DIR (see"),     # not TEXT: stdin serves
     (["evaluate", "somewhere", "--limit", "1.5"], "argument --limit: invalid int value"),
     (["inspect", "somewhere", "a", "b"], "unrecognized arguments: b"),
     (["fly"], "invalid choice: 'fly'"),

@@ -79,13 +79,13 @@ def test_terminal_control_characters_are_escaped(trained):
 # ----------------------------------------------------------------------------- sizes
 
 @pytest.mark.parametrize("flags, words", [
-    (["--units", "100000"], "units must be a positive integer, at most 10,000"),
-    (["--embed-dim", "100000000"], "embed_dim must be a positive integer, at most 10,000"),
-    (["--vocab-size", "1000000000000"], "vocab_size must be at least 3 (ids 0 and 1 are reserved), at most"),
-    (["--num-layers", "1000000"], "num_layers must be a positive integer, at most 16"),
-    (["--ensemble", "1000000"], "ensemble must be a positive integer, at most 100"),
-    (["--maxlen", "10000000"], "maxlen must be a positive integer, at most 100,000"),
-    (["--epochs", "10000000000"], "epochs must be a positive integer, at most 100,000"),
+    (["--units", "100000"], "--units must be a positive integer, at most 10,000"),
+    (["--embed-dim", "100000000"], "--embed-dim must be a positive integer, at most 10,000"),
+    (["--vocab-size", "1000000000000"], "--vocab-size must be at least 3 (ids 0 and 1 are reserved), at most"),
+    (["--num-layers", "1000000"], "--num-layers must be a positive integer, at most 16"),
+    (["--ensemble", "1000000"], "--ensemble must be a positive integer, at most 100"),
+    (["--maxlen", "10000000"], "--maxlen must be a positive integer, at most 100,000"),
+    (["--epochs", "10000000000"], "--epochs must be a positive integer, at most 100,000"),
     (["--vocab-size", "10000000", "--embed-dim", "10000"], "these settings need at least 1.2 TB of memory"),
 ])
 def test_size_flags_are_bounded_before_any_data_is_read(flags, words, tmp_path):

@@ -306,13 +306,13 @@ def test_self_training_runs_are_deterministic(tree, tmp_path):
 @pytest.mark.parametrize("flags", [["--ngrams", "2", "--self-train", "1"], ["--unlabeled", "--self-train", "1"]])
 def test_self_training_without_its_parts_is_a_one_line_error(flags, tree, tmp_path):
     code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "r", *TINY, *flags)
-    assert code == 2 and "self_train needs" in err
+    assert code == 2 and "--self-train needs" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_balanced_votes_without_co_training_is_a_one_line_error(tree, tmp_path):
     code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "r", *TINY, "--balance-votes")
-    assert code == 2 and "balance_votes needs co-training" in err
+    assert code == 2 and "--balance-votes needs co-training" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
@@ -390,7 +390,7 @@ def test_a_vote_mixed_run_calls_the_unlabeled_reviews_as_its_vote_does(tree, tmp
 
 def test_a_vote_mix_without_co_training_is_a_one_line_error(tree, tmp_path):
     code, _, err = run_cli("train", "--data", tree, "--out", tmp_path / "r", *TINY, "--ngrams", "2", "--mix", "vote")
-    assert code == 2 and "mix 'vote' needs co-training" in err
+    assert code == 2 and "--mix 'vote' needs co-training" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
