@@ -92,6 +92,9 @@ class SentimentLSTM:
     recurrent matmul reads it, one mask per sequence (see `LSTM`); in training only.
     word_dropout: rate at which whole tokens are dropped (their embedding vectors zeroed, as
     Keras's Dropout(noise_shape=(B, T, 1)) after the Embedding); in training only.
+    bigram_buckets: rows of a second table of hashed (previous word, word) pairs, each step's row
+    added to its word's vector (`Embedding`'s bigrams; 0, the default: none). trigrams: each
+    step also adds the row of its hashed word triple, in the same table.
     dtype: float32 (default, as Keras's floatx) or float64 (for gradient checks).
     implementation: the LSTMs' "fast" engine (default) or the plain "reference" equations
     (`numpy_lstm.reference`): the same numbers, the reference several times slower.
