@@ -34,7 +34,7 @@ def trigram_buckets(ids, buckets):
     with the third (`--hashed-trigrams`, sharing the pair table's rows)."""
     ids = np.asarray(ids)
     h = mix64((shifted(ids, 2) << np.uint64(32)) | shifted(ids, 1))
-    # Offset by splitmix64's constant, so that the third id is not read as a pair's low bits are
+    # The third id enters offset by splitmix64's increment: a triple's key is not formed as a pair's
     h ^= ids.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
     return (mix64(h) % np.uint64(buckets)).astype(np.int64)
 
