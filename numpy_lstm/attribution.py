@@ -30,6 +30,22 @@ MAX_STEPS = 1024
 # Rows per forward / backward pass: the 65 points of 64 steps in one batch; bounds the caches'
 # memory when the steps double.
 _CHUNK = 65
+# ... and fewer when a pass of that many rows would hold more than this in its caches (a model
+# of long reviews: at 100,000 steps one row's caches take hundreds of MB)
+PASS_BYTES = 256 << 20
+
+
+def rows_per_pass(member, T):
+    """How many rows of T steps a forward + backward pass of the SentimentLSTM `member` runs at
+    once: _CHUNK, or fewer, at least one, to keep its caches within PASS_BYTES. Per step and row
+    it counts the input, and per layer and direction [x_t; 1; h_{t-1}], the gates and cells and
+    their gradients (10 H), an overestimate."""
+    cfg = member.config
+    E, H = cfg["embed_dim"], cfg["units"]
+    directions = 2 if cfg["bidirectional"] else 1
+    per_step = E + cfg["num_layers"] * directions * (max(E, directions * H) + 1 + 11 * H)
+    per_row = max(T, 1) * per_step * np.dtype(cfg["dtype"]).itemsize
+    return int(max(1, min(_CHUNK, PASS_BYTES // per_row)))
 
 
 def members(model):
@@ -76,13 +92,14 @@ def _path_gradients(member, ids, steps):
     weights[[0, -1]] /= 2                      # the trapezoidal rule
     mask = ids[None] != 0 if member.config["mask_zero"] else None
     logits, integral, dx_end = [], np.zeros(x.shape), None
-    for lo in range(0, steps + 1, _CHUNK):
-        a = alphas[lo:lo + _CHUNK]
+    chunk = rows_per_pass(member, len(ids))
+    for lo in range(0, steps + 1, chunk):
+        a = alphas[lo:lo + chunk]
         path = (baseline + a[:, None, None] * delta).astype(x.dtype)
         rows_mask = None if mask is None else np.repeat(mask, len(a), axis=0)
         chunk_logits, cache = member.forward_vectors(path, rows_mask)
         dx, _ = member.backward_vectors(np.ones_like(chunk_logits), cache)
-        integral += np.tensordot(weights[lo:lo + _CHUNK], dx, axes=1)
+        integral += np.tensordot(weights[lo:lo + chunk], dx, axes=1)
         logits.append(chunk_logits)
         dx_end = dx[-1]
     logits = np.concatenate(logits)
@@ -92,9 +109,12 @@ def _path_gradients(member, ids, steps):
 def occlusion(model, ids, logit):
     """logit - the logit of the review without word t, for each word of ids (T,): (n,)."""
     words = ids[ids != 0]
-    rows = pad_sequences([np.delete(words, t) for t in range(len(words))], maxlen=len(ids))
-    logits = np.concatenate([model.forward(rows[lo:lo + _CHUNK])[0] for lo in range(0, len(rows), _CHUNK)])
-    return logit - logits
+    chunk = min(rows_per_pass(m, len(ids)) for m in members(getattr(model, "model", model)))
+    logits = [np.zeros(0)]
+    for lo in range(0, len(words), chunk):     # the rows a pass at a time: n x T ids can be large
+        rows = pad_sequences([np.delete(words, t) for t in range(lo, min(lo + chunk, len(words)))], maxlen=len(ids))
+        logits.append(model.forward(rows)[0])
+    return logit - np.concatenate(logits)
 
 
 class TwoViewShares(NamedTuple):

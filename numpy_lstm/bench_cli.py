@@ -16,7 +16,7 @@ from . import bench_report
 from .bench_torch import TorchMissing, TorchProcess
 from .benchmark import MAX_REPEATS, QUICK, SWEEP, TUTORIAL, check_fits, matmul_peak, parse_shapes, run
 from .errors import NumpyLSTMError
-from .fileio import atomic_path, write_text
+from .fileio import atomic_path, check_writable_folder, write_text
 from .machine import describe, load_average
 
 RESULT_KEY = "numpy_lstm_bench"     # the top-level key that marks a JSON file as a bench result
@@ -62,11 +62,21 @@ def cmd_bench(args):
         shapes = [tuple(row["shape"]) for row in old["shapes"]]
     else:
         shapes = [TUTORIAL]
-    check_fits(shapes)
+    try:
+        check_fits(shapes)
+    except NumpyLSTMError as e:
+        if old is None or args.shapes or args.sweep or args.quick:
+            raise
+        raise NumpyLSTMError(f"--compare {args.compare}: {e}") from None
+    if old is not None and not set(shapes) & {tuple(row["shape"]) for row in old["shapes"]}:
+        raise NumpyLSTMError(f"--compare {args.compare} timed none of these shapes: nothing to compare "
+                             "(without --shapes, --sweep or --quick the bench times its shapes)")
     if args.plot:
         check_plot(args.plot)
+        check_writable_folder(args.plot, "--plot")
     if args.json:
         check_replaceable(args.json, "--json", is_result_file)
+        check_writable_folder(args.json, "--json")
     repeats = args.repeats or (2 if args.quick else 5)
 
     machine = describe()

@@ -41,6 +41,7 @@ TUTORIAL = (64, 500, 32, 100)
 SETTLE_SECONDS = 0.05
 FLOOR_COLUMNS = 4096                  # the floor's block matmuls: steps x rows per block (`floor_blocks`)
 MAX_REPEATS = 1000
+MAX_STEPS = 100_000
 
 
 def target(shape):
@@ -81,7 +82,8 @@ def memory_needed(shape):
 
 
 def check_fits(shapes):
-    """NumpyLSTMError when a shape's arrays cannot fit in the memory available."""
+    """NumpyLSTMError when a shape's arrays cannot fit in the memory available, or its steps are
+    more than MAX_STEPS (memory does not bound a long loop of small steps)."""
     available = available_memory()
     for shape in shapes:
         need = memory_needed(shape)
@@ -89,6 +91,9 @@ def check_fits(shapes):
             gib = -(-need // 2 ** 30)
             raise NumpyLSTMError(f"shape {','.join(map(str, shape))} needs about {gib} GiB of memory; "
                                  f"{available / 2 ** 30:.1f} GiB are available")
+        if shape[1] > MAX_STEPS:
+            raise NumpyLSTMError(f"shape {','.join(map(str, shape))} has {shape[1]:,} steps; the bench takes at most "
+                                 f"{MAX_STEPS:,} (train's --maxlen)")
 
 
 def time_interleaved(cases, repeats, settle=0.0):

@@ -14,7 +14,7 @@ import typing
 
 from . import __version__
 from .bench_cli import add_bench_parser, cmd_bench
-from .config import RECIPES, SETTINGS, TrainConfig, recipe_config
+from .config import MAX_TEST_LIMIT, RECIPES, SETTINGS, TrainConfig, recipe_config
 from .engine import start_workers
 from .errors import NumpyLSTMError
 from .evaluation import evaluate
@@ -76,9 +76,10 @@ def cmd_train(args):
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise NumpyLSTMError(f"--resume continues with the run's own settings and folder: drop {flag}")
+        if os.path.islink(os.path.normpath(args.resume)):
+            raise NumpyLSTMError(f"--resume {args.resume} is a symbolic link, which numpy-lstm does not follow: "
+                                 "give the run folder itself")
         return fit(None, args.resume, resume=True, quiet=args.quiet)
-    if args.out is not None and not args.out.strip():
-        raise NumpyLSTMError("--out is empty: give a folder, or leave the flag out for runs/<timestamp>")
     try:
         config = recipe_config(args.recipe or "tuned", **overrides)
     except NumpyLSTMError as e:
@@ -98,8 +99,9 @@ def cmd_evaluate(args):
     model, vocab, config = RunDir(args.run_dir).load_model()
     if args.data:
         config.data = args.data
-    if args.limit is not None and args.limit < 1:
-        raise NumpyLSTMError(f"--limit must be a positive number of reviews, got {args.limit}")
+    if args.limit is not None and not 1 <= args.limit <= MAX_TEST_LIMIT:
+        raise NumpyLSTMError(f"--limit must be a positive number of reviews, at most {MAX_TEST_LIMIT:,}, "
+                             f"got {args.limit}")
     # A run trained with --test-limit 0 never read the test set: evaluating it reads all of it.
     config.test_limit = args.limit if args.limit is not None else (config.test_limit or None)
     test = load_test_set(config.validate(), vocab)
@@ -138,17 +140,37 @@ def build_parser():
                         "the number is its metrics.json's; all of them for a run that read none or all)")
     add_inspect_parser(subparsers)
     add_bench_parser(subparsers)
+    parser.subcommands = subparsers.choices
     return parser
+
+
+# Path arguments, by their dest and how the command line names them: an empty one is refused
+# (argparse takes "" as given, and the commands would read it as "not given" and use a default)
+PATHS = {"run_dir": "RUN_DIR", "resume": "--resume", "data": "--data", "out": "--out", "json": "--json",
+         "plot": "--plot", "compare": "--compare"}
+
+
+def check_paths(args):
+    for dest, name in PATHS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and not value.strip():
+            hint = ", or leave the flag out for runs/<timestamp>" if args.command == "train" and dest == "out" else ""
+            raise NumpyLSTMError(f"{name} is empty: give a path{hint}")
 
 
 def main(argv=None):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "predict" and not any(arg.startswith("-") for arg in extra):
-        args.texts += extra  # texts after an option (predict RUN_DIR --json TEXT), which argparse leaves over
+    words = not any(arg.startswith("-") for arg in extra)
+    # Texts after an option (predict RUN_DIR --json TEXT), which argparse leaves over
+    if args.command == "predict" and words:
+        args.texts += extra
+    elif args.command == "inspect" and words and len(extra) == 1 and args.text is None:
+        args.text = extra[0]
     elif extra:
-        parser.error("unrecognized arguments: " + " ".join(extra))
+        parser.subcommands[args.command].error("unrecognized arguments: " + " ".join(extra))
     try:
+        check_paths(args)
         if args.command != "predict":  # a few reviews run on one core: no worker to fork
             start_workers()            # before any data is loaded: see start_workers
         if args.command == "train":

@@ -45,6 +45,10 @@ def setting(default, help, group, rule=None, choices=None, metavar=None, aliases
     return dataclasses.field(default=default, metadata=metadata)
 
 
+# The most test reviews --test-limit (and evaluate's --limit) asks for
+MAX_TEST_LIMIT = 10_000_000
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Every setting of a run. Recipes (RECIPES) fill these in; flags override them."""
@@ -179,7 +183,7 @@ class TrainConfig:
     test_limit: Optional[int] = setting(
         None, "evaluate on a seeded, balanced subset of N official test reviews (default: all; 0: do not read "
               "the test set at all, as runs that choose settings must not)", "data",
-        at_most(10_000_000, 0, "0 or a positive integer"), metavar="N", recipe_values=False)
+        at_most(MAX_TEST_LIMIT, 0, "0 or a positive integer"), metavar="N", recipe_values=False)
 
     def validate(self):
         """Check every setting against its rule or choices, then the ones that depend on each other."""

@@ -66,3 +66,18 @@ def write_text(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+def check_writable_folder(path, flag):
+    """Before any long work: refuse, in one line, a file `path` whose folder does not exist or
+    takes no new file (probed with a temporary file of ours, removed at once, as `atomic_path`
+    would make it)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise NumpyLSTMError(f"{flag} {path}: the folder {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    except OSError as e:
+        raise NumpyLSTMError(f"{flag} {path}: cannot write in {directory}: {e.strerror or e}") from None
+    os.close(fd)
+    os.remove(tmp)

@@ -13,6 +13,9 @@ from .text import standard_input_text, user_text
 # Each review of an errors page is inspected whole (attributions, occlusion): a page of more than
 # this many would take long to make and be too long to read.
 MAX_ERRORS = 1000
+# The longest review inspect takes: its page holds every word, the longest IMDB review has about
+# 14,000 characters, and a model reads at most 100,000 words (--maxlen)
+MAX_REVIEW_CHARACTERS = 1_000_000
 
 
 def add_inspect_parser(subparsers):
@@ -56,7 +59,10 @@ def cmd_inspect(args):
 
 
 def check_folder(out):
-    """Refuse, before any work, an --out that is a file, or lies under one: the page goes inside it."""
+    """Refuse, before any work, an --out that is a link, a file, or lies under a file: the page
+    goes inside it."""
+    if os.path.islink(os.path.normpath(out)):
+        raise NumpyLSTMError(f"--out {out} is a symbolic link, which numpy-lstm does not follow: choose another --out")
     path = os.path.abspath(out)
     while not os.path.lexists(path):
         path = os.path.dirname(path)
@@ -76,6 +82,9 @@ def _read_text(text):
         text = user_text(text)
     if not text.strip():
         raise NumpyLSTMError("the review text is empty")
+    if len(text) > MAX_REVIEW_CHARACTERS:
+        raise NumpyLSTMError(f"the review has {len(text):,} characters; inspect reads at most "
+                             f"{MAX_REVIEW_CHARACTERS:,} (its page shows every word)")
     return text
 
 

@@ -115,6 +115,9 @@ class RunDir:
     def claim(self):
         """Make the folder ours for a new run: create it, or take it if it is empty or ours (and
         mark it); refuse any other folder in one line naming it."""
+        if os.path.islink(os.path.normpath(self.path)):
+            raise NumpyLSTMError(f"{self.path} is a symbolic link, which numpy-lstm does not follow: "
+                                 "choose another --out")
         if not os.path.lexists(self.path):
             make_dirs(self.path)
         elif not os.path.isdir(self.path):

@@ -115,8 +115,12 @@ def test_memory_estimate_refuses_what_the_machine_cannot_hold():
 # ----------------------------------------------------------------------------- flags
 
 def test_no_abbreviated_flags_and_a_version(tmp_path):
-    refused(command("train", "--epoch", "1", "--out", tmp_path / "run"), "unrecognized arguments: --epoch 1")
-    refused(command("predict", tmp_path, "--js", "great"), "unrecognized arguments: --js")
+    # argparse's refusals name the subcommand, and point at its own help
+    for args, leftover in ((("train", "--epoch", "1", "--out", tmp_path / "run"), "--epoch 1"),
+                           (("predict", tmp_path, "--js", "great"), "--js great")):
+        code, _, err = command(*args)
+        assert code == 2 and err == (f"numpy-lstm {args[0]}: error: unrecognized arguments: {leftover} "
+                                     f"(see numpy-lstm {args[0]} --help)\n"), err
     assert not (tmp_path / "run").exists()
     code, out, _ = command("--version")
     assert code == 0 and out == f"numpy-lstm {__version__}\n"
