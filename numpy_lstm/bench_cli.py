@@ -214,6 +214,9 @@ def read_result(path, flag):
         raise NumpyLSTMError(f"{flag} {path} is not JSON") from None
     if not isinstance(result, dict) or RESULT_KEY not in result:
         raise NumpyLSTMError(f"{flag} {path} is not a result of numpy-lstm bench --json (no {RESULT_KEY!r} key)")
+    if result[RESULT_KEY] != RESULT_FORMAT:
+        raise NumpyLSTMError(f"{flag} {path} is a bench result of format {result[RESULT_KEY]!r}; "
+                             f"this version reads format {RESULT_FORMAT}")
     problem = _result_problem(result)
     if problem:
         raise NumpyLSTMError(f"{flag} {path} is a damaged bench result: {problem}")

@@ -109,7 +109,8 @@ def load_checkpoint(path, model, optimizer, rng, epochs, batches):
         optimizer.load_state({"iterations": state["iterations"], "m": arrays.get("adam_m"), "v": arrays.get("adam_v")})
         rng.bit_generator.state = state["rng"]
     except (KeyError, TypeError, ValueError) as e:
-        raise damaged(path, type(e).__name__) from None
+        what = {KeyError: "a part is missing", TypeError: "a part has the wrong type"}.get(type(e), "a value is wrong")
+        raise damaged(path, f"{what}: {str(e)[:80]}") from None
     return state, arrays.get("best")
 
 

@@ -61,12 +61,17 @@ def load_imdb(source=None, split="train", per_class=None):
         raise NumpyLSTMError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     check("per_class", per_class, POSITIVE_INTEGER, optional=True)
     path = find_data(source)
-    if os.path.isfile(path):
-        reviews = read_archive_cached(path, SPLITS[split], cache_dir())
-    elif os.path.isdir(path):
-        reviews = read_folder(path, SPLITS[split], MissingSplitError)
-    else:
-        raise NumpyLSTMError(f"{path} is neither a folder nor an archive file: the IMDB data is one of these")
+    try:
+        if os.path.isfile(path):
+            reviews = read_archive_cached(path, SPLITS[split], cache_dir())
+        elif os.path.isdir(path):
+            reviews = read_folder(path, SPLITS[split], MissingSplitError)
+        else:
+            raise NumpyLSTMError(f"{path} is neither a folder nor an archive file: the IMDB data is one of these")
+    except NumpyLSTMError as e:
+        if type(e) is NumpyLSTMError and not source and os.environ.get("NUMPY_LSTM_DATA"):
+            raise NumpyLSTMError(f"{e} (the path is NUMPY_LSTM_DATA's)") from None
+        raise
     return _select(reviews, SPLITS[split], per_class, path)
 
 

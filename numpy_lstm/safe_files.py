@@ -84,10 +84,21 @@ def _finite_float(text):
     return value
 
 
+def _unique_keys(pairs):
+    """A JSON object as a dict, refusing a key given twice (json.loads keeps the last silently)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"the key {twice!r} is given twice")
+    return result
+
+
 def parse_json(text, where):
     """The value of the strict JSON `text`; `where` names it in the one-line error."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys)
     except RecursionError:
         raise NumpyLSTMError(f"{where} is not a file of ours: its JSON is nested too deep") from None
     except ValueError as e:              # JSONDecodeError, an integer of over 4300 digits

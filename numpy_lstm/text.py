@@ -250,7 +250,8 @@ class Vocabulary:
             and len(set(state["words"])) == len(state["words"]) <= state["size"] - 2
         )
         if not valid:
-            raise NumpyLSTMError(f"{path} is not a vocabulary file written by Vocabulary.save")
+            raise NumpyLSTMError(f"{path} is not a vocabulary file of numpy-lstm's: it needs its format, a size "
+                                 f"from 2 to {cls.MAX_SIZE:,} and at most size - 2 distinct words")
         vocab = cls(state["size"])
         vocab._set_words(state["words"])
         return vocab

@@ -1,7 +1,11 @@
 """Paths and sizes from a second newcomer's trial: links where a folder is written, empty paths,
 inspect's text after its options, the bench's checks before its timing, inspect's passes bounded
-in memory. Each refusal is one line, status 2, and writes nothing."""
+in memory, JSON keys given twice, where a bad data path came from. Each refusal is one line,
+status 2, and writes nothing."""
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +15,9 @@ from test_hostile_inputs import command, refused
 from numpy_lstm import SentimentLSTM, attribution
 from numpy_lstm.attribution import PASS_BYTES, integrated_gradients, occlusion, rows_per_pass
 from numpy_lstm.cli import main
+from numpy_lstm.errors import NumpyLSTMError
 from numpy_lstm.inspect_cli import MAX_REVIEW_CHARACTERS
+from numpy_lstm.safe_files import parse_json
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +125,30 @@ def test_smaller_passes_give_the_same_attributions(monkeypatch):
     parts = integrated_gradients(model, ids, 64)
     np.testing.assert_allclose(parts.attributions, whole.attributions, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(occlusion(model, ids, whole.logit), occluded, rtol=1e-12, atol=1e-14)
+
+
+def test_a_key_given_twice_is_not_strict_json():
+    with pytest.raises(NumpyLSTMError, match="the key 'seed' is given twice"):
+        parse_json('{"seed": 0, "units": 4, "seed": 1}', "config.json")
+    assert parse_json('{"a": {"b": 1}, "b": 2}', "x") == {"a": {"b": 1}, "b": 2}    # a key per object
+
+
+def test_bad_data_from_the_environment_says_where_its_path_came_from(tmp_path):
+    (tmp_path / "mine.txt").write_text("not an archive\n")
+    code, _, err = command_env({"NUMPY_LSTM_DATA": str(tmp_path / "mine.txt")}, "train", "--out",
+                               tmp_path / "run", *TINY)
+    assert code == 2 and "NUMPY_LSTM_DATA" in err and err.count("\n") == 1, err
+
+
+def test_a_bench_result_of_another_format_is_refused(tmp_path):
+    assert main(["bench", "--quick", "--repeats", "1", "--json", str(tmp_path / "old.json")]) == 0
+    result = json.loads((tmp_path / "old.json").read_text())
+    (tmp_path / "new.json").write_text(json.dumps({**result, "numpy_lstm_bench": 99}))
+    refused(command("bench", "--compare", tmp_path / "new.json"), "format 99; this version reads format 1")
+
+
+def command_env(env, *args):
+    """`command` with more environment variables."""
+    proc = subprocess.run([sys.executable, "-m", "numpy_lstm", *map(str, args)], capture_output=True, timeout=120,
+                          env={**os.environ, **env})
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
