@@ -39,7 +39,7 @@ def rows_per_pass(member, T):
     """How many rows of T steps a forward + backward pass of the SentimentLSTM `member` runs at
     once: _CHUNK, or fewer, at least one, to keep its caches within PASS_BYTES. Per step and row
     it counts the input, and per layer and direction [x_t; 1; h_{t-1}], the gates and cells and
-    their gradients (10 H), an overestimate."""
+    their gradients (11 H), an overestimate."""
     cfg = member.config
     E, H = cfg["embed_dim"], cfg["units"]
     directions = 2 if cfg["bidirectional"] else 1

@@ -151,6 +151,7 @@ PATHS = {"run_dir": "RUN_DIR", "resume": "--resume", "data": "--data", "out": "-
 
 
 def check_paths(args):
+    """Refuse, in one line, an empty path argument of the command (PATHS)."""
     for dest, name in PATHS.items():
         value = getattr(args, dest, None)
         if isinstance(value, str) and not value.strip():
