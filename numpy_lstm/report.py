@@ -58,10 +58,10 @@ def write_report(ins, out_dir, run_dir):
                  f"words of |d logit / d h<sub>t</sub> &middot; h<sub>t</sub>|, where the gradient is what reaches "
                  f"h<sub>t</sub> from the layer that reads it (for the layer the Dense layer reads, |dense weight| "
                  f"x activation, the unit's share of the logit). Look at the top rows' h and c: a unit that tracks "
-                 f"the sentiment changes sign at the words that carry it; its forget gate f says how much of its "
-                 f"memory each word keeps (near 1, over many words; at 0.7, a quarter goes at each word). Click a row to follow one unit: the line "
-                 f"chart under the heatmap gives all six of its quantities. Computed by the plain reference LSTM "
-                 f"(numpy_lstm/reference.py) on the model's weights{of_member}.</p>")
+                 f"the sentiment changes sign at the words that carry it; its forget gate f is the share of its "
+                 f"memory kept at each word (near 1, a word's trace lasts many words; at 0.7, a few). Click a row "
+                 f"to follow one unit: the line chart under the heatmap gives all six of its quantities. Computed "
+                 f"by the plain reference LSTM (numpy_lstm/reference.py) on the model's weights{of_member}.</p>")
     for j, view in enumerate(ins.views):
         parts.append(f"<h3>{escape(_view_name(view, cfg))}</h3><div class='states' id='states-{j}'></div>")
 
