@@ -50,18 +50,18 @@ def check_model_config(config, where):
         raise NumpyLSTMError(f"{where}: model dtype must be float32 or float64, got {config['dtype']!r}")
     try:
         check_model_settings(**{key: value for key, value in config.items()
-                                if key not in ("mask_zero", "bidirectional", "dtype", "trigrams")})
-        if config.get("trigrams") and not config.get("bigram_buckets"):
-            raise NumpyLSTMError("model setting trigrams needs a pair table (bigram_buckets)")
+                                if key not in ("mask_zero", "bidirectional", "dtype")})
     except NumpyLSTMError as e:
         raise NumpyLSTMError(f"{where}: {e}") from None
 
 
 def check_model_settings(vocab_size=500, embed_dim=32, units=100, num_layers=1, dropout=0.0, recurrent_dropout=0.0,
-                         word_dropout=0.0, pooling="last", implementation="fast", bigram_buckets=0):
+                         word_dropout=0.0, pooling="last", implementation="fast", bigram_buckets=0, trigrams=False):
     """Refuse, in one line, sizes, rates or choices a SentimentLSTM does not take (sizes bounded)."""
     check("vocab_size", vocab_size, VOCAB_SIZE)
     check("bigram_buckets", bigram_buckets, BIGRAM_BUCKETS)
+    if trigrams and not bigram_buckets:
+        raise NumpyLSTMError("trigrams are hashed into the pair table: they need bigram_buckets")
     for name, value in (("embed_dim", embed_dim), ("units", units)):
         check(name, value, WIDTH)
     check("num_layers", num_layers, LAYERS)
@@ -107,7 +107,8 @@ class SentimentLSTM:
                  trigrams=False):
         check_model_settings(vocab_size=vocab_size, embed_dim=embed_dim, units=units, num_layers=num_layers,
                              dropout=dropout, recurrent_dropout=recurrent_dropout, word_dropout=word_dropout,
-                             pooling=pooling, implementation=implementation, bigram_buckets=bigram_buckets)
+                             pooling=pooling, implementation=implementation, bigram_buckets=bigram_buckets,
+                             trigrams=trigrams)
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise NumpyLSTMError(f"dtype must be float32 or float64, got {dtype}")
@@ -122,8 +123,6 @@ class SentimentLSTM:
         if bigram_buckets:      # only then, so that a model without them writes the config it always did
             self.config["bigram_buckets"] = int(bigram_buckets)
         if trigrams:
-            if not bigram_buckets:
-                raise NumpyLSTMError("trigrams are hashed into the pair table: they need bigram_buckets")
             self.config["trigrams"] = True
         self.embedding = Embedding(vocab_size, embed_dim, rng, dtype, bigrams=bigram_buckets, trigrams=trigrams)
         recurrent = Bidirectional if bidirectional else LSTM

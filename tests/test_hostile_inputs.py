@@ -28,10 +28,11 @@ from numpy_lstm.rundir import RUN_MARKER, RunDir
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="FIFOs, O_NOFOLLOW and flock")
 
 
-def command(*args, stdin=b"", timeout=120):
-    """The real command in a subprocess: (exit status, stdout, stderr). A hang is a failure (timeout)."""
+def command(*args, stdin=b"", timeout=120, env=None):
+    """The real command in a subprocess, with `env`'s variables added to ours: (exit status,
+    stdout, stderr). A hang is a failure (timeout)."""
     proc = subprocess.run([sys.executable, "-m", "numpy_lstm", *map(str, args)], input=stdin,
-                          capture_output=True, timeout=timeout)
+                          capture_output=True, timeout=timeout, env=None if env is None else {**os.environ, **env})
     return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
